@@ -4,3 +4,7 @@ export * from './core/quant.js';
 export * from './core/dtype.js';
 export * from './core/arena.js';
 export * from './kv/types.js';
+export * from './kv/dense-cache.js';
+export * from './kv/static-cache.js';
+export * from './kv/dynamic-cache.js';
+export * from './kv/sub-cache.js';
