@@ -60,10 +60,18 @@ function decodeF16Slow(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-/** f16 bits -> f32 value for all 65,536 patterns (a table: decoding is on every read path). */
+/**
+ * f16 bits -> f32 value for all 65,536 patterns (a table: decoding is on every read path).
+ * NaN entries are written as bits (sign, quiet bit, payload << 13, as F16C `vcvtph2ps` does):
+ * a JS `NaN` literal would lose the sign.
+ */
 const F16_TABLE: Float32Array = (() => {
   const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) t[h] = decodeF16Slow(h);
+  const tBits = new Uint32Array(t.buffer);
+  for (let h = 0; h < 65536; h++) {
+    if ((h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0) tBits[h] = ((h & 0x8000) << 16) | 0x7fc00000 | ((h & 0x3ff) << 13);
+    else t[h] = decodeF16Slow(h);
+  }
   return t;
 })();
 
