@@ -8,3 +8,7 @@ export * from './kv/dense-cache.js';
 export * from './kv/static-cache.js';
 export * from './kv/dynamic-cache.js';
 export * from './kv/sub-cache.js';
+export * from './kernels/types.js';
+export * from './kernels/ref/attention.js';
+export * from './kernels/ref/merge.js';
+export * from './kernels/tolerances.js';

@@ -1,0 +1,77 @@
+/**
+ * The one table of accuracy thresholds for attention kernels (DESIGN decision 4).
+ *
+ * Metric: NMSE(out, ref) = sum((out - ref)^2) / sum(ref^2), where `ref` is a float64 naive
+ * softmax(Q K^T * scale) V computed from the UNQUANTIZED f32 K/V, with the same mask. So the
+ * bound covers the storage dtype's rounding plus the kernel's own arithmetic.
+ *
+ * NOTE(1): Values measured with the reference kernel (ref/attention.ts) on seeded N(0, 1) q, K, V,
+ *   scale 1/sqrt(headDim), headDim 32/64 (and 80 for float dtypes), GQA 1/2/7, 1/5/37/300 keys in
+ *   3 random segments, 6 query tokens (the last 5 positions + 1 random), window Inf/16/3, both
+ *   layouts. Each bound is ~10x the worst measured value, rounded: room for a faster kernel's f32
+ *   arithmetic, while gross errors (rows mis-decoded, mis-addressed or dropped: NMSE ~ 1) fail.
+ * NOTE(2): A K/V pair uses the worse (larger) of its two entries: the two errors add roughly,
+ *   and the worse one dominates.
+ */
+import type { DType } from '../core/dtype.js';
+import { ShapeError } from '../core/errors.js';
+
+export interface AttentionTolerance {
+  /** Bound on NMSE of `out` against the f64 naive reference on f32 inputs. */
+  readonly outNmse: number;
+  /** Bound on |lse - lseRef| (natural log units; K's dtype matters, V's does not). */
+  readonly lseAbs: number;
+}
+
+/**
+ * Measured (NOTE(1); 2,808 runs per float K/V pair, 1,872 per pair with a quantized dtype; each
+ * dtype with itself, and the mixes q8_0/f16, f16/q4_0, bf16/q8_0, f32/q4_0, q4_0/f32, which all
+ * stayed under the worse of their two entries' worst values):
+ *
+ *   dtype   worst out NMSE   mean out NMSE   worst |lse err|   ->  outNmse   lseAbs
+ *   f32        8.6e-16          4.3e-16         2.4e-7              1e-10     5e-6
+ *   f16        1.8e-7           6.1e-8          9.8e-4              2e-6      1e-2
+ *   bf16       9.0e-6           3.9e-6          9.6e-3              1e-4      1e-1
+ *   q8_0       8.1e-5           4.0e-5          3.2e-2              1e-3      3e-1
+ *   q4_0       3.5e-2           1.0e-2          4.0e-1              3e-1      4
+ *
+ * f32's bound is the project-wide 1e-10 (its error is only the final f32 rounding of out; its
+ * lse bound covers f32 rounding of |lse| up to ~80). q4_0's bounds are wide by nature (4-bit
+ * storage); kernels are also checked against a naive reference on the DEQUANTIZED K/V at the
+ * f32 bound, which is what catches a decoding bug at any dtype.
+ */
+export const ATTENTION_TOLERANCES: Readonly<Record<DType, AttentionTolerance>> = {
+  f32: { outNmse: 1e-10, lseAbs: 5e-6 },
+  f16: { outNmse: 2e-6, lseAbs: 1e-2 },
+  bf16: { outNmse: 1e-4, lseAbs: 1e-1 },
+  q8_0: { outNmse: 1e-3, lseAbs: 3e-1 },
+  q4_0: { outNmse: 3e-1, lseAbs: 4 },
+};
+
+/** NMSE bound for attention `out` with K stored as kDtype and V as vDtype. */
+export function thresholdFor(kDtype: DType, vDtype: DType): number {
+  return Math.max(ATTENTION_TOLERANCES[kDtype].outNmse, ATTENTION_TOLERANCES[vDtype].outNmse);
+}
+
+/** Bound on |lse - lseRef| when K is stored as kDtype (lse does not depend on V). */
+export function lseToleranceFor(kDtype: DType): number {
+  return ATTENTION_TOLERANCES[kDtype].lseAbs;
+}
+
+/**
+ * Normalized mean squared error sum((a - b)^2) / sum(b^2), accumulated in float64; `b` is the
+ * reference (ShapeError if the lengths differ). 0 when both are all zeros, Infinity when only the reference is; NaN anywhere in
+ * the inputs gives NaN, which fails every `<=` comparison (as it should).
+ */
+export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new ShapeError('nmse: length of a (must equal the reference length)', b.length, a.length);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - b[i]!;
+    num += d * d;
+    den += b[i]! * b[i]!;
+  }
+  if (den === 0) return num === 0 ? 0 : Infinity;
+  return num / den;
+}
