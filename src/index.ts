@@ -12,3 +12,8 @@ export * from './kernels/types.js';
 export * from './kernels/ref/attention.js';
 export * from './kernels/ref/merge.js';
 export * from './kernels/tolerances.js';
+export * from './core/rng.js';
+export * from './core/tensor.js';
+export * from './compat/boostr.js';
+export * from './compat/mllm.js';
+export * from './compat/hf.js';

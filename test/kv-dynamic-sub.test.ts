@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Arena } from '../src/core/arena.js';
-import { CapacityError, MemoryLimitError, OutOfRangeError } from '../src/core/errors.js';
+import { CapacityError, MemoryLimitError, OutOfRangeError, StateError } from '../src/core/errors.js';
 import { DynamicCache } from '../src/kv/dynamic-cache.js';
 import { StaticCache } from '../src/kv/static-cache.js';
 import { SubCache } from '../src/kv/sub-cache.js';
@@ -135,4 +135,18 @@ test('SubCache: a write past a gap does not extend the parent; windows are check
   assert.throws(() => new SubCache(parent, -1, 3));
   sub.dispose();
   assert.equal(parent.seqLen(0), 2, 'disposing the view leaves the parent alive');
+});
+
+test('SubCache: refuses to overwrite positions the parent appended after the view was made', () => {
+  const parent = new StaticCache({ nLayers: 1, nKvHeads: 1, headDim: 2, maxSeqLen: 10, arena: smallArena() });
+  parent.append(0, seq(8, 0), seq(8, 0)); // 4 positions
+  const sub = new SubCache(parent, 2, 6);
+  assert.equal(sub.seqLen(0), 2);
+  parent.append(0, seq(6, 100), seq(6, 100)); // parent now holds 7
+  const before = parent.keys(0).slice();
+  assert.throws(() => sub.append(0, seq(2, 50), seq(2, 50)), StateError);
+  assert.deepEqual(parent.keys(0), before);
+  assert.equal(sub.seqLen(0), 2);
+  assert.throws(() => parent.storageOf(3), OutOfRangeError);
+  assert.throws(() => parent.setSeqLen(0, 0, 11), CapacityError);
 });

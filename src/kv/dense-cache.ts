@@ -118,6 +118,8 @@ export abstract class DenseCache implements LayeredKVCache {
   abstract storageOf(layer: number): LayerStorage;
   /** Make room for `needed` positions in `layer`, or throw CapacityError. */
   protected abstract ensureCapacity(layer: number, needed: number): void;
+  /** Called before positions [p0, p1) of (layer, row) are written; may throw to refuse. */
+  protected beforeWrite(_layer: number, _row: number, _p0: number, _p1: number): void {}
   /** Called after positions [p0, p1) of (layer, row) were written. */
   protected onWritten(_layer: number, _row: number, _p0: number, _p1: number): void {}
 
@@ -142,7 +144,11 @@ export abstract class DenseCache implements LayeredKVCache {
     const perRow = this.batchSize * this.nKvHeads * this.headDim;
     const nNew = this.newTokens(k, v, perRow, `[${this.batchSize}, ${this.layout === 'bhsd' ? 'nKvHeads, nNew' : 'nNew, nKvHeads'}, headDim]`);
     let needed = 0;
-    for (let b = 0; b < this.batchSize; b++) needed = Math.max(needed, this.checkRoom(layer, b, nNew));
+    for (let b = 0; b < this.batchSize; b++) {
+      needed = Math.max(needed, this.checkRoom(layer, b, nNew));
+      const len = this.lens[layer * this.batchSize + b]!;
+      this.beforeWrite(layer, b, len, len + nNew);
+    }
     this.ensureCapacity(layer, needed);
     const rowFloats = this.nKvHeads * nNew * this.headDim;
     for (let b = 0; b < this.batchSize; b++) this.writeRow(layer, b, k, v, nNew, this.srcLayout(b * rowFloats, nNew));
@@ -153,7 +159,9 @@ export abstract class DenseCache implements LayeredKVCache {
     this.checkLayer(layer);
     checkIndex('row', row, this.batchSize);
     const nNew = this.newTokens(k, v, this.nKvHeads * this.headDim, this.layout === 'bhsd' ? '[nKvHeads, nNew, headDim]' : '[nNew, nKvHeads, headDim]');
-    this.ensureCapacity(layer, this.checkRoom(layer, row, nNew));
+    const after = this.checkRoom(layer, row, nNew);
+    this.beforeWrite(layer, row, after - nNew, after);
+    this.ensureCapacity(layer, after);
     this.writeRow(layer, row, k, v, nNew, this.srcLayout(0, nNew));
   }
 
@@ -161,7 +169,8 @@ export abstract class DenseCache implements LayeredKVCache {
   setSeqLen(layer: number, row: number, len: number): void {
     this.checkLayer(layer);
     checkIndex('row', row, this.batchSize);
-    checkInt('seqLen', len, 0, this.maxSeqLen);
+    checkInt('seqLen', len, 0);
+    if (len > this.maxSeqLen) throw new CapacityError(`layer ${layer} row ${row}: seqLen`, `at most ${this.maxSeqLen} positions (maxSeqLen)`, len);
     this.ensureCapacity(layer, len);
     this.lens[layer * this.batchSize + row] = len;
   }

@@ -34,7 +34,7 @@ export class DynamicCache extends DenseCache {
   }
 
   storageOf(layer: number): LayerStorage {
-    this.checkLive();
+    this.checkLayer(layer);
     return this.layers[layer]!;
   }
 

@@ -20,7 +20,7 @@ export class StaticCache extends DenseCache {
   }
 
   storageOf(layer: number): LayerStorage {
-    this.checkLive();
+    this.checkLayer(layer);
     return this.layers[layer]!;
   }
 

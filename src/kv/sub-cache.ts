@@ -7,9 +7,12 @@
  *   prefix (the parent's length reaches at least the write's first position) the parent's
  *   length is extended to cover it, so the parent reads what the sub-view wrote; a write
  *   past a gap leaves the parent's length alone (those bytes are not valid for the parent).
- * NOTE(3): Only a StaticCache can be a parent: its storage never moves.
+ * NOTE(3): A write that would land on positions the parent already holds beyond the sub-view's
+ *   own length (the parent appended after the view was made) is refused with StateError: two
+ *   owners silently overwriting each other's positions would corrupt the cache.
+ * NOTE(4): Only a StaticCache can be a parent: its storage never moves.
  */
-import { CapacityError, OutOfRangeError, checkInt } from '../core/errors.js';
+import { CapacityError, OutOfRangeError, StateError, checkInt } from '../core/errors.js';
 import { DenseCache, type LayerStorage } from './dense-cache.js';
 import type { StaticCache } from './static-cache.js';
 
@@ -46,7 +49,7 @@ export class SubCache extends DenseCache {
   }
 
   storageOf(layer: number): LayerStorage {
-    this.checkLive();
+    this.checkLayer(layer);
     return this.parent.storageOf(layer);
   }
 
@@ -57,6 +60,17 @@ export class SubCache extends DenseCache {
 
   protected ensureCapacity(layer: number, needed: number): void {
     if (needed > this.maxSeqLen) throw new CapacityError(`sub-cache layer ${layer}`, `at most ${this.maxSeqLen} positions (window length)`, needed);
+  }
+
+  protected override beforeWrite(layer: number, row: number, p0: number, _p1: number): void {
+    const parentLen = this.parent.seqLen(layer, row);
+    if (parentLen > this.start + p0) {
+      throw new StateError(
+        `sub-cache [${this.start}, ${this.start + this.maxSeqLen}) layer ${layer} row ${row}: write at parent position ${this.start + p0}`,
+        `a position at or past the parent's length ${parentLen} (the parent holds it)`,
+        this.start + p0,
+      );
+    }
   }
 
   protected override onWritten(layer: number, row: number, p0: number, p1: number): void {
