@@ -17,3 +17,8 @@ export * from './core/tensor.js';
 export * from './compat/boostr.js';
 export * from './compat/mllm.js';
 export * from './compat/hf.js';
+export * from './core/crc32.js';
+export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, encodeSnapshot, decodeSnapshot, hasSnapshotMagic, type SnapshotSectionInput, type SnapshotSectionEntry, type DecodedSnapshot } from './io/snapshot.js';
+export { writeFileAtomic, writeSnapshotFile, readSnapshotFile } from './io/snapshot-file.js';
+export { inspectFile } from './io/inspect.js';
+export { DENSE_CACHE_SNAPSHOT_KIND, encodeCache, decodeCache, saveCache, loadCache, type DenseCacheSnapshotMeta, type LoadCacheOptions } from './kv/cache-snapshot.js';

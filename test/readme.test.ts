@@ -1,0 +1,31 @@
+// The README's usage example is documentation that must stay true: run it against the build
+// and check every `console.log(...) // expected` line prints what its comment says.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { spawnSync } from 'node:child_process';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+test('README usage example runs and prints what its comments say', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const m = /```ts\n([\s\S]*?)```/.exec(readme);
+  assert.ok(m, 'README has a ```ts block');
+  const dir = mkdtempSync(join(tmpdir(), 'kvcache-readme-'));
+  try {
+    const index = pathToFileURL(join(root, 'dist/src/index.js')).href;
+    const code = m[1]!.replace(/from 'kvcache'/g, `from '${index}'`).replace(/\/tmp\/demo\.kvsnap/g, join(dir, 'demo.kvsnap'));
+    const file = join(dir, 'example.mjs');
+    writeFileSync(file, code);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const expected = [...code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)].map((x) => x[1]!.trim());
+    assert.ok(expected.length >= 3);
+    assert.deepEqual(r.stdout.trim().split('\n'), expected);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
