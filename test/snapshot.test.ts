@@ -7,10 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { crc32 } from '../src/core/crc32.js';
 import { ChecksumError, ConfigError, FormatError, ShapeError, VersionError } from '../src/core/errors.js';
 import { decodeSnapshot, encodeSnapshot, type SnapshotSectionInput } from '../src/io/snapshot.js';
@@ -378,7 +379,12 @@ test('a target directory that is not writable: EACCES, old file kept, no temp fi
     let code: string | undefined;
     if (process.getuid?.() === 0) {
       // Root ignores directory permissions: try the write as user "nobody" in a child process.
-      const moduleUrl = new URL('../src/io/snapshot-file.js', import.meta.url).href;
+      // "nobody" may not be able to read this checkout (a 0700 temp clone): run a copy of the
+      // compiled sources from a world-readable folder.
+      const srcCopy = join(dir, 'src');
+      cpSync(fileURLToPath(new URL('../src', import.meta.url)), srcCopy, { recursive: true });
+      writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+      const moduleUrl = pathToFileURL(join(srcCopy, 'io', 'snapshot-file.js')).href;
       const script = `const m = await import(${JSON.stringify(moduleUrl)}); try { m.writeFileAtomic(${JSON.stringify(target)}, new Uint8Array(4)); console.log('written'); } catch (e) { console.log(e.code); }`;
       const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
