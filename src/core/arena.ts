@@ -54,6 +54,8 @@ export class Arena {
   private u8View = new Uint8Array(0);
   private f32View = new Float32Array(0);
   private u16View = new Uint16Array(0);
+  private i32View = new Int32Array(0);
+  private u32View = new Uint32Array(0);
 
   constructor(opts: ArenaOptions = {}) {
     const maximumBytes = checkInt('arena maximumBytes', opts.maximumBytes ?? WASM32_MAX_BYTES, PAGE_BYTES, WASM32_MAX_BYTES);
@@ -107,6 +109,18 @@ export class Arena {
     return this.u16View;
   }
 
+  /** An int32 view of the whole arena: index = offsetBytes / 4. */
+  get i32(): Int32Array {
+    this.refresh();
+    return this.i32View;
+  }
+
+  /** A uint32 view of the whole arena: index = offsetBytes / 4. */
+  get u32(): Uint32Array {
+    this.refresh();
+    return this.u32View;
+  }
+
   /** A byte view of one allocation (valid until the next allocation may grow the memory). */
   slice(offsetBytes: number, sizeBytes: number): Uint8Array {
     return this.bytes.subarray(offsetBytes, offsetBytes + sizeBytes);
@@ -149,6 +163,8 @@ export class Arena {
     this.u8View = new Uint8Array(0);
     this.f32View = new Float32Array(0);
     this.u16View = new Uint16Array(0);
+    this.i32View = new Int32Array(0);
+    this.u32View = new Uint32Array(0);
   }
 
   get isDisposed(): boolean {
@@ -167,6 +183,8 @@ export class Arena {
       this.u8View = new Uint8Array(buf);
       this.f32View = new Float32Array(buf);
       this.u16View = new Uint16Array(buf);
+      this.i32View = new Int32Array(buf);
+      this.u32View = new Uint32Array(buf);
     }
   }
 

@@ -52,6 +52,10 @@ export class ChecksumError extends FormatError {}
 export class DisposedError extends KVCacheError {}
 /** A precondition about state (e.g. reading an empty cache). */
 export class StateError extends KVCacheError {}
+/** A kernel failed on a thread (a WebAssembly trap or an exception in a worker). */
+export class KernelError extends KVCacheError {}
+/** A worker thread of the pool stopped; the pool cannot be used any more. */
+export class WorkerDiedError extends KVCacheError {}
 
 /** Internal invariant check: failing means a bug in kvcache, not bad input. */
 export function assert(cond: unknown, msg: string): asserts cond {

@@ -75,3 +75,28 @@ export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (den === 0) return num === 0 ? 0 : Infinity;
   return num / den;
 }
+
+/**
+ * Parity of the fast (WASM) kernels with their reference twins: NMSE(wasm, ref) where both read
+ * the same stored bytes, by kernel family and by the dtype of the stored operand (weights for
+ * matvec / matmul / embedding, K and V for attention: a pair uses the worse entry). Elementwise
+ * kernels (rmsnorm, rope, softmax, silu x up, add) have only f32 operands: their row is `f32`.
+ *
+ * Here the stored data are identical, so the bound covers only the kernel's own arithmetic: f32
+ * accumulation instead of float64, fused multiply-add in the relaxed build, and, where a kernel
+ * quantizes its f32 input per 32-block to int8 as ggml does (q8_0 / q4_0 weights or KV), that
+ * rounding. Each value is ~10x the worst NMSE measured by the parity suite (test/kernels-*.test.ts);
+ * a mis-addressed or mis-decoded row gives NMSE ~ 1 and fails every entry.
+ */
+export const PARITY_TOLERANCES: Readonly<Record<'attention' | 'matvec' | 'matmul' | 'embedding' | 'elementwise', Readonly<Record<DType, number>>>> = {
+  attention: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
+  matvec: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
+  matmul: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
+  embedding: { f32: 0, f16: 0, bf16: 0, q8_0: 0, q4_0: 0 },
+  elementwise: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-10, q4_0: 1e-10 },
+};
+
+/** Parity bound for a kernel family given the stored operands' dtypes (the worse entry). */
+export function parityBound(family: keyof typeof PARITY_TOLERANCES, ...dtypes: DType[]): number {
+  return Math.max(...dtypes.map((d) => PARITY_TOLERANCES[family][d]));
+}
