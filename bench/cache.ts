@@ -13,6 +13,7 @@ import { attention } from '../src/kernels/ref/attention.js';
 import { loadCache, saveCache } from '../src/kv/cache-snapshot.js';
 import { StaticCache } from '../src/kv/static-cache.js';
 import { timeIt, type Probes } from './probes.js';
+import { mdTable, sig } from './table.js';
 
 const SHAPE = { nHeads: 14, nKvHeads: 2, headDim: 64 } as const;
 
@@ -34,7 +35,14 @@ export interface SnapshotBenchRow {
   loadMBps: number;
 }
 
-export function benchCache(probes: Probes, ctxs: number[], log: (s: string) => void): { attention: CacheBenchRow[]; snapshot: SnapshotBenchRow[] } {
+export interface CacheBenchResult {
+  probes: Probes;
+  attention: CacheBenchRow[];
+  snapshot: SnapshotBenchRow[];
+}
+
+export function benchCache(probes: Probes, ctxs: number[], log: (s: string) => void): CacheBenchResult {
+  log(`probes: memcpy ${probes.memcpyGBps.toFixed(2)} GB/s, plain-JS read ${probes.jsReadGBps.toFixed(2)} GB/s`);
   const rng = mulberry32(7);
   const arena = new Arena();
   const rows: CacheBenchRow[] = [];
@@ -68,7 +76,7 @@ export function benchCache(probes: Probes, ctxs: number[], log: (s: string) => v
   }
   const snapshot = benchSnapshot(arena, log);
   arena.dispose();
-  return { attention: rows, snapshot };
+  return { probes, attention: rows, snapshot };
 }
 
 function benchSnapshot(arena: Arena, log: (s: string) => void): SnapshotBenchRow[] {
@@ -94,4 +102,18 @@ function benchSnapshot(arena: Arena, log: (s: string) => void): SnapshotBenchRow
     rmSync(dir, { recursive: true, force: true });
   }
   return out;
+}
+
+/** The markdown tables of a cache run. */
+export function cacheTables(r: CacheBenchResult): string {
+  const p = r.probes;
+  const attn = mdTable(
+    ['kv dtype', 'ctx', 'append tok/s', 'ref decode attention ms', 'KV read GB/s', 'vs plain-JS probe'],
+    r.attention.map((a) => [a.dtype, a.ctx, a.appendTokensPerS.toFixed(0), a.attnMsPerCall.toFixed(2), a.attnKvGBps.toFixed(3), a.attnFractionOfJsProbe.toFixed(2)]),
+  );
+  const snap = mdTable(
+    ['snapshot', 'layers x ctx', 'MiB', 'save MB/s', 'load MB/s', 'memcpy MB/s (probe)'],
+    r.snapshot.map((s) => [s.dtype, `${s.layers} x ${s.ctx}`, s.fileMiB.toFixed(1), s.saveMBps.toFixed(0), s.loadMBps.toFixed(0), (p.memcpyGBps * 1000).toFixed(0)]),
+  );
+  return `probes: memcpy ${sig(p.memcpyGBps)} GB/s, plain-JS read ${sig(p.jsReadGBps)} GB/s\n\n${attn}\n${snap}`;
 }
