@@ -1,1 +1,395 @@
-// Kernels of this family are added here (see index.ts for the calling convention).
+// Attention over a KV view (src/kv/types.ts), decode and prefill, every K/V dtype, GQA, windows.
+// The JS side is src/kernels/wasm/attention.ts: it validates, plans the work and writes the
+// argument block (in the slot order of loadArgs below) and the segment / range tables.
+//
+// Work items (attention_tile): (query tile, kv head, key chunk). A tile = `tile` consecutive query
+// tokens x the `group` query heads of one kv head = nRows query rows; a key chunk = keys
+// [c * chunkKeys, (c + 1) * chunkKeys) in segment order. The plan depends only on the shapes,
+// never on the thread count, so 1 and N threads give bit-identical results.
+//
+//   item -> (tile, g, c)     tiles in zigzag order (0, T-1, 1, T-2, ...) so that every thread's
+//                            contiguous share mixes short (early) and long (late) causal rows
+//   direct mode (1 chunk):   acc rows are the `out` rows; the item normalizes them and writes lse
+//   partial mode:            acc, m, l go to the item's partial record; attention_merge combines
+//                            the chunks of each (token, head) exactly, in chunk order (LSE merge)
+//
+// Per-slot scratch (one slot per grain of items, slot = begin / grain: two threads never share a
+// slot because their item ranges start at different grains) holds the scaled query rows, scores,
+// decoded K/V rows and the block's row addresses; its layout comes from JS (slots 27..40).
+import { accumulateBlock, softmaxBlock } from './attention-block';
+import { BLOCK_KEYS, scoreBlockF32, scoreBlockInt } from './attention-score';
+import { pmaxLanes } from './attention-math';
+import { DT_F16, F16_REBIAS, decodeBlockF32, decodeBlockI16 } from './attention-rows';
+import { argF32, argI32, argU32 } from './simd';
+
+const NEG_INF: f32 = -Infinity;
+const LN2: f64 = 0.6931471805599453;
+
+// ---- per-call parameters, copied from the argument block at kernel entry (wasm globals are
+// per instance, i.e. per thread) ----
+let qPtr: usize = 0; // [nTokens, nHeads, headDim] f32
+let outPtr: usize = 0; // [nTokens, nHeads, headDim] f32
+let lsePtr: usize = 0; // [nTokens, nHeads] f32
+let rangePtr: usize = 0; // i32 [nTokens, 2]: lowest, highest visible key position
+let segPtr: usize = 0; // i32 [nSegments, 5]: kOff, vOff, nTokens, pos0, first key index
+let nSegments: i32 = 0;
+let nTokens: i32 = 0;
+let nHeads: i32 = 0;
+let nKvHeads: i32 = 0;
+let headDim: i32 = 0;
+let hdPad: i32 = 0; // headDim rounded up to 4: scratch rows and partial acc rows
+let kDtype: i32 = 0;
+let vDtype: i32 = 0;
+let kTokenStride: usize = 0;
+let kHeadStride: usize = 0;
+let vTokenStride: usize = 0;
+let vHeadStride: usize = 0;
+let scaleLog2e: f32 = 0; // scale * log2(e): scores in log2 units
+let tileTokens: i32 = 0;
+let nTiles: i32 = 0;
+let nChunks: i32 = 0;
+let chunkKeys: i32 = 0;
+let nKeys: i32 = 0;
+let partialPtr: usize = 0; // [nTiles, nKvHeads, nChunks] records of acc [R, hdPad], m [R], l [R]
+let slotBase: usize = 0;
+let slotBytes: usize = 0;
+let grain: i32 = 1;
+let intK: bool = false;
+let group: i32 = 1;
+let maxRows: i32 = 0; // R = tileTokens * group
+// slot layout (byte offsets inside a slot)
+let oQs: usize = 0; // f32 [ceil(R / 2), hdPad / 4, 2, 4] scaled query rows in pairs (attention-score.ts)
+let oQi: usize = 0; // i16 [ceil(R / 2), hdPad / 8, 2, 8] quantized query rows in pairs (intK)
+let oQd: usize = 0; // f32 [R, hdPad / 32] their scales (intK)
+let oS: usize = 0; // f32 [R, BLOCK_KEYS] scores, then weights
+let oM: usize = 0; // f32 [R] running max (direct mode)
+let oL: usize = 0; // f32 [R] running sum of weights (direct mode)
+let oRows: usize = 0; // i32 [R, 4] row table (attention-block.ts)
+let oKf: usize = 0; // f32 [BLOCK_KEYS / 4, hdPad / 4, 4, 4] decoded K rows, quad interleaved
+let oKi: usize = 0; // i16 [BLOCK_KEYS / 4, hdPad / 8, 4, 8] decoded K rows, quad interleaved (intK)
+let oKd: usize = 0; // f32 [hdPad / 32, BLOCK_KEYS] their scales (intK)
+let oVf: usize = 0; // f32 [BLOCK_KEYS, hdPad] decoded V rows
+let oKr: usize = 0; // u32 [BLOCK_KEYS] cache addresses of the block's K rows
+let oVr: usize = 0; // u32 [BLOCK_KEYS] cache addresses of the block's V rows
+let oPos: usize = 0; // i32 [BLOCK_KEYS] key positions of the block
+// per item: f16 K rows decoded raw (value * 2^-112) with 2^112 folded into q (attention-rows.ts)
+let kRaw: bool = false;
+
+function loadArgs(args: usize): void {
+  qPtr = argU32(args, 0);
+  outPtr = argU32(args, 1);
+  lsePtr = argU32(args, 2);
+  rangePtr = argU32(args, 3);
+  segPtr = argU32(args, 4);
+  nSegments = argI32(args, 5);
+  nTokens = argI32(args, 6);
+  nHeads = argI32(args, 7);
+  nKvHeads = argI32(args, 8);
+  headDim = argI32(args, 9);
+  hdPad = (headDim + 3) & ~3;
+  kDtype = argI32(args, 10);
+  vDtype = argI32(args, 11);
+  kTokenStride = argU32(args, 12);
+  kHeadStride = argU32(args, 13);
+  vTokenStride = argU32(args, 14);
+  vHeadStride = argU32(args, 15);
+  scaleLog2e = argF32(args, 16);
+  tileTokens = argI32(args, 17);
+  nTiles = argI32(args, 18);
+  nChunks = argI32(args, 19);
+  chunkKeys = argI32(args, 20);
+  nKeys = argI32(args, 21);
+  partialPtr = argU32(args, 22);
+  slotBase = argU32(args, 23);
+  slotBytes = argU32(args, 24);
+  grain = argI32(args, 25);
+  intK = argI32(args, 26) != 0;
+  oQs = argU32(args, 27);
+  oQi = argU32(args, 28);
+  oQd = argU32(args, 29);
+  oS = argU32(args, 30);
+  oM = argU32(args, 31);
+  oL = argU32(args, 32);
+  oRows = argU32(args, 33);
+  oKf = argU32(args, 34);
+  oKi = argU32(args, 35);
+  oKd = argU32(args, 36);
+  oVf = argU32(args, 37);
+  oKr = argU32(args, 38);
+  oVr = argU32(args, 39);
+  oPos = argU32(args, 40);
+  group = nHeads / nKvHeads;
+  maxRows = tileTokens * group;
+}
+
+/** Bytes of one partial record: acc [R, hdPad], m [R], l [R] (f32). */
+@inline function partialBytes(): usize {
+  return <usize>(maxRows * hdPad + 2 * maxRows) << 2;
+}
+
+/** Tile of item position ti: 0, T-1, 1, T-2, ... */
+@inline function tileAt(ti: i32): i32 {
+  return (ti & 1) == 0 ? ti >> 1 : nTiles - 1 - (ti >> 1);
+}
+
+/**
+ * args: see loadArgs (JS: ARG in src/kernels/wasm/attention.ts). Runs items [begin, end) with
+ * the scratch slot of grain begin / grain.
+ */
+export function attention_tile(args: usize, begin: i32, end: i32): void {
+  loadArgs(args);
+  const slot = slotBase + <usize>(begin / grain) * slotBytes;
+  for (let item = begin; item < end; item++) runItem(item, slot);
+}
+
+function runItem(item: i32, slot: usize): void {
+  const c = item % nChunks;
+  const tg = item / nChunks;
+  const g = tg % nKvHeads;
+  const tile = tileAt(tg / nKvHeads);
+  const t0 = tile * tileTokens;
+  const nRows = min(tileTokens, nTokens - t0) * group;
+  const direct = partialPtr == 0;
+  let accBase: usize, tokenStride: usize, rowStride: usize, m: usize, l: usize;
+  if (direct) {
+    accBase = outPtr + (<usize>((t0 * nHeads + g * group) * headDim) << 2);
+    tokenStride = <usize>(nHeads * headDim) << 2;
+    rowStride = <usize>headDim << 2; // = hdPad: direct mode needs headDim % 4 == 0 (JS)
+    m = slot + oM;
+    l = slot + oL;
+  } else {
+    accBase = partialPtr + <usize>((tile * nKvHeads + g) * nChunks + c) * partialBytes();
+    tokenStride = <usize>(group * hdPad) << 2;
+    rowStride = <usize>hdPad << 2;
+    m = accBase + (<usize>(maxRows * hdPad) << 2);
+    l = m + (<usize>maxRows << 2);
+  }
+  const rows = slot + oRows;
+  let uLo: i32 = i32.MAX_VALUE, uHi: i32 = -1;
+  let qMax: f32 = 0;
+  for (let r = 0; r < nRows; r++) {
+    const i = r / group;
+    const j = r - i * group;
+    const rt = rows + (<usize>r << 4);
+    const acc = accBase + <usize>i * tokenStride + <usize>j * rowStride;
+    const lo = load<i32>(rangePtr + (<usize>(t0 + i) << 3));
+    const hi = load<i32>(rangePtr + (<usize>(t0 + i) << 3), 4);
+    store<u32>(rt, <u32>acc);
+    store<i32>(rt, lo, 4);
+    store<i32>(rt, hi, 8);
+    uLo = min(uLo, lo);
+    uHi = max(uHi, hi);
+    for (let d: usize = 0; d < (<usize>hdPad << 2); d += 16) v128.store(acc + d, f32x4.splat(0));
+    store<f32>(m + (<usize>r << 2), NEG_INF);
+    store<f32>(l + (<usize>r << 2), 0);
+    if (kDtype == DT_F16) qMax = max(qMax, absMax(queryRow(t0 + i, g * group + j)));
+  }
+  // Raw f16 K needs q' * 2^112 finite: |q'| < 2^15 (a NaN / Inf q takes the exact path).
+  kRaw = kDtype == DT_F16 && qMax * Mathf.abs(scaleLog2e) < 32768;
+  const qScale = kRaw ? scaleLog2e * F16_REBIAS : scaleLog2e;
+  for (let r = 0; r < nRows; r++) {
+    const i = r / group;
+    prepareQuery(slot, r, queryRow(t0 + i, g * group + (r - i * group)), qScale);
+  }
+  const kBeg = c * chunkKeys;
+  const kEnd = min(nKeys, kBeg + chunkKeys);
+  if (kBeg < kEnd && uLo <= uHi) gatherAndRun(slot, nRows, g, kBeg, kEnd, uLo, uHi, m, l);
+  if (direct) finishRows(rows, nRows, m, l, t0, g);
+}
+
+/** Address of q row (token, head). */
+@inline function queryRow(token: i32, head: i32): usize {
+  return qPtr + (<usize>((token * nHeads + head) * headDim) << 2);
+}
+
+/** max |x| over a q row (NaN if the row holds a NaN: f32x4.max propagates it, pmax would not). */
+function absMax(src: usize): f32 {
+  let v = f32x4.splat(0);
+  let d = 0;
+  for (; d + 4 <= headDim; d += 4) v = f32x4.max(v, f32x4.abs(v128.load(src + (<usize>d << 2))));
+  let m = max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+  for (; d < headDim; d++) m = max(m, Mathf.abs(load<f32>(src + (<usize>d << 2))));
+  return m;
+}
+
+/**
+ * Query row r times `qScale` (scale * log2 e: scores in log2 units, times 2^112 for raw f16 K)
+ * into the slot in the pair layout of attention-score.ts (chunk c of row r at
+ * qs + (r >> 1) * hdPad * 8 + c * 32 + (r & 1) * 16), zero padded to hdPad; and for intK
+ * quantized per 32-block to int16 into the int16 pair layout with 8-value chunks.
+ */
+function prepareQuery(slot: usize, r: i32, src: usize, qScale: f32): void {
+  const dst = slot + oQs + <usize>(r >> 1) * (<usize>hdPad << 3) + (<usize>(r & 1) << 4);
+  const s = f32x4.splat(qScale);
+  let d = 0;
+  for (; d + 4 <= headDim; d += 4) v128.store(dst + (<usize>d << 3), f32x4.mul(v128.load(src + (<usize>d << 2)), s));
+  for (; d < hdPad; d++) {
+    const x = d < headDim ? load<f32>(src + (<usize>d << 2)) * qScale : <f32>0;
+    store<f32>(dst + (<usize>(d >> 2) << 5) + (<usize>(d & 3) << 2), x);
+  }
+  if (!intK) return;
+  const nBlocks = hdPad >> 5;
+  const qi = slot + oQi + <usize>(r >> 1) * (<usize>hdPad << 2) + (<usize>(r & 1) << 4);
+  const qd = slot + oQd + (<usize>(r * nBlocks) << 2);
+  for (let b = 0; b < nBlocks; b++) {
+    const p = dst + (<usize>b << 8); // the block's 8 f32 chunks, 32 bytes apart
+    let amax = f32x4.abs(v128.load(p));
+    for (let k: usize = 32; k < 256; k += 32) amax = f32x4.pmax(amax, f32x4.abs(v128.load(p + k)));
+    const a = pmaxLanes(amax);
+    // ggml's q8_0 rule with 16-bit values: d = amax / 32767, q = round(x / d) (an all-zero block
+    // has d = 0, q = 0). The dot products are i16 x i16 anyway (K widened from int8), so the
+    // wider query costs nothing and its rounding (~1.5e-5 of the block max) is negligible; with
+    // ggml's 8-bit query it would be ~4e-3, which dominated the error of q8_0 K.
+    const inv = f32x4.splat(a > 0 ? <f32>32767.0 / a : <f32>0);
+    const o = qi + (<usize>b << 7); // the block's 4 i16 chunks, 32 bytes apart
+    for (let k: usize = 0; k < 4; k++) {
+      const x0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + (k << 6)), inv)));
+      const x1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p + (k << 6), 32), inv)));
+      v128.store(o + (k << 5), i16x8.narrow_i32x4_s(x0, x1));
+    }
+    store<f32>(qd + (<usize>b << 2), a / <f32>32767.0);
+  }
+}
+
+/**
+ * Walk the segments overlapping keys [kBeg, kEnd), keeping only positions in [uLo, uHi] (the
+ * union of the tile's visible ranges), and run the block steps on every BLOCK_KEYS keys
+ * gathered, across segment boundaries (paged caches give many small segments).
+ */
+function gatherAndRun(slot: usize, nRows: i32, g: i32, kBeg: i32, kEnd: i32, uLo: i32, uHi: i32, m: usize, l: usize): void {
+  // Last segment whose first key index is <= kBeg (binary search: segments can be thousands).
+  let lo = 0, hi = nSegments - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (load<i32>(segPtr + <usize>mid * 20, 16) <= kBeg) lo = mid;
+    else hi = mid - 1;
+  }
+  const kr = slot + oKr;
+  const vr = slot + oVr;
+  const pos = slot + oPos;
+  let nb = 0;
+  for (let s = lo; s < nSegments; s++) {
+    const seg = segPtr + <usize>s * 20;
+    const first = load<i32>(seg, 16);
+    if (first >= kEnd) break;
+    const pos0 = load<i32>(seg, 12);
+    const t0 = max(max(0, kBeg - first), uLo - pos0);
+    const t1 = min(min(load<i32>(seg, 8), kEnd - first), uHi - pos0 + 1);
+    if (t0 >= t1) continue;
+    let kp = <usize>load<u32>(seg) + <usize>g * kHeadStride + <usize>t0 * kTokenStride;
+    let vp = <usize>load<u32>(seg, 4) + <usize>g * vHeadStride + <usize>t0 * vTokenStride;
+    for (let t = t0; t < t1; t++, kp += kTokenStride, vp += vTokenStride) {
+      store<u32>(kr + (<usize>nb << 2), <u32>kp);
+      store<u32>(vr + (<usize>nb << 2), <u32>vp);
+      store<i32>(pos + (<usize>nb << 2), pos0 + t);
+      if (++nb == BLOCK_KEYS) {
+        runBlock(slot, nRows, nb, m, l);
+        nb = 0;
+      }
+    }
+  }
+  if (nb > 0) runBlock(slot, nRows, nb, m, l);
+}
+
+/**
+ * Decode the block's K rows (quad layout, attention-score.ts), score, softmax step, decode the V
+ * rows ([nb, hdPad]), accumulate. The kr / vr tables hold the cache addresses of the nb rows.
+ */
+function runBlock(slot: usize, nRows: i32, nb: i32, m: usize, l: usize): void {
+  const nbPad = (nb + 3) & ~3;
+  const pos = slot + oPos;
+  const rows = slot + oRows;
+  const scores = slot + oS;
+  // Padding keys: never visible (their K scratch is stale but finite or not, it is masked).
+  for (let k = nb; k < nbPad; k++) store<i32>(pos + (<usize>k << 2), -1);
+  const rowBytes = <usize>hdPad << 2;
+  if (intK) {
+    decodeBlockI16(kDtype, slot + oKr, nb, slot + oKi, slot + oKd, headDim, BLOCK_KEYS);
+    scoreBlockInt(nRows, slot + oQi, slot + oQd, rows, slot + oKi, slot + oKd, pos, scores, nbPad, hdPad);
+  } else {
+    decodeBlockF32(kDtype, slot + oKr, nb, slot + oKf, rowBytes << 2, 16, 64, headDim, hdPad, kRaw);
+    scoreBlockF32(nRows, slot + oQs, rows, slot + oKf, pos, scores, nbPad, hdPad);
+  }
+  softmaxBlock(nRows, rows, scores, nb, m, l, hdPad, vDtype == DT_F16 ? F16_REBIAS : 1);
+  decodeBlockF32(vDtype, slot + oVr, nb, slot + oVf, rowBytes << 2, rowBytes, 16, headDim, hdPad, true);
+  accumulateBlock(nRows, rows, scores, slot + oVf, nb, hdPad);
+}
+
+/** Direct mode: out = acc / l and lse = m ln 2 + ln l; rows with no visible key get 0 / -Infinity. */
+function finishRows(rows: usize, nRows: i32, m: usize, l: usize, t0: i32, g: i32): void {
+  const rowBytes = <usize>headDim << 2;
+  for (let r = 0; r < nRows; r++) {
+    const i = r / group;
+    const h = g * group + (r - i * group);
+    const acc = <usize>load<u32>(rows + (<usize>r << 4));
+    const mr = load<f32>(m + (<usize>r << 2));
+    const lp = lsePtr + (<usize>((t0 + i) * nHeads + h) << 2);
+    if (mr == NEG_INF) {
+      for (let d: usize = 0; d < rowBytes; d += 16) v128.store(acc + d, f32x4.splat(0));
+      store<f32>(lp, NEG_INF);
+      continue;
+    }
+    const lr = load<f32>(l + (<usize>r << 2));
+    const inv = f32x4.splat(lr);
+    for (let d: usize = 0; d < rowBytes; d += 16) v128.store(acc + d, f32x4.div(v128.load(acc + d), inv));
+    store<f32>(lp, <f32>(<f64>mr * LN2 + Math.log(<f64>lr)));
+  }
+}
+
+/**
+ * args: as attention_tile. Items [begin, end) are (token, head) rows of the output: combine the
+ * nChunks partial records of the row in chunk order (exact LSE merge; a chunk with m = -Infinity
+ * saw no key and is skipped without reading its acc).
+ */
+export function attention_merge(args: usize, begin: i32, end: i32): void {
+  loadArgs(args);
+  const pBytes = partialBytes();
+  for (let row = begin; row < end; row++) {
+    const token = row / nHeads;
+    const h = row - token * nHeads;
+    const tile = token / tileTokens;
+    const g = h / group;
+    const r = (token - tile * tileTokens) * group + (h - g * group);
+    const first = partialPtr + <usize>((tile * nKvHeads + g) * nChunks) * pBytes;
+    const mOff = (<usize>(maxRows * hdPad + r) << 2);
+    const lOff = (<usize>(maxRows * hdPad + maxRows + r) << 2);
+    const accOff = <usize>(r * hdPad) << 2;
+    let mMax = NEG_INF;
+    for (let c = 0; c < nChunks; c++) mMax = max(mMax, load<f32>(first + <usize>c * pBytes + mOff));
+    const out = outPtr + (<usize>(row * headDim) << 2);
+    const lse = lsePtr + (<usize>row << 2);
+    for (let d = 0; d < headDim; d++) store<f32>(out + (<usize>d << 2), 0);
+    if (mMax == NEG_INF) {
+      store<f32>(lse, NEG_INF);
+      continue;
+    }
+    let sum: f64 = 0;
+    for (let c = 0; c < nChunks; c++) {
+      const rec = first + <usize>c * pBytes;
+      const mc = load<f32>(rec + mOff);
+      if (mc != NEG_INF) sum += <f64>load<f32>(rec + lOff) * <f64>Math.pow(2, <f64>(mc - mMax));
+    }
+    for (let c = 0; c < nChunks; c++) {
+      const rec = first + <usize>c * pBytes;
+      const mc = load<f32>(rec + mOff);
+      if (mc == NEG_INF) continue;
+      const w = <f32>(Math.pow(2, <f64>(mc - mMax)) / sum);
+      addScaledRow(out, rec + accOff, w);
+    }
+    store<f32>(lse, <f32>(<f64>mMax * LN2 + Math.log(sum)));
+  }
+}
+
+/** out[0, headDim) += w * acc[0, headDim) (acc rows are hdPad long; out rows headDim). */
+function addScaledRow(out: usize, acc: usize, w: f32): void {
+  const wv = f32x4.splat(w);
+  let d = 0;
+  for (; d + 4 <= headDim; d += 4) {
+    const o = out + (<usize>d << 2);
+    v128.store(o, f32x4.add(v128.load(o), f32x4.mul(v128.load(acc + (<usize>d << 2)), wv)));
+  }
+  for (; d < headDim; d++) {
+    const o = out + (<usize>d << 2);
+    store<f32>(o, load<f32>(o) + load<f32>(acc + (<usize>d << 2)) * w);
+  }
+}

@@ -3,10 +3,13 @@
  * The `kvcache` command. Each subcommand lives in its own module; this file only wires
  * them to commander and turns typed errors into one clear line and exit code 1.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { KVCacheError } from '../core/errors.js';
 import { runDemo } from './demo.js';
 import { inspectFile } from '../io/inspect.js';
+import { parseSeed, runMakeModel } from './make-model.js';
+import { PRESET_NAMES } from '../model/presets.js';
+import type { WeightDType } from '../io/safetensors-format.js';
 
 function positiveInt(name: string) {
   return (s: string): number => {
@@ -32,8 +35,19 @@ program
   });
 
 program
+  .command('make-model')
+  .description('write a Hugging Face checkpoint folder with deterministic random weights and a real tokenizer')
+  .addOption(new Option('--preset <name>', 'model preset').choices(PRESET_NAMES).makeOptionMandatory())
+  .requiredOption('--out <dir>', 'output folder (created if missing)')
+  .option('--seed <n>', 'seed of the random weights', parseSeed, 0)
+  .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['bf16', 'f16', 'f32']).default('bf16'))
+  .action((opts: { preset: string; out: string; seed: number; dtype: WeightDType }) => {
+    runMakeModel(opts);
+  });
+
+program
   .command('inspect')
-  .description('print the header and sizes of a snapshot file')
+  .description('print the header and sizes of a snapshot, a safetensors file or a model.safetensors.index.json')
   .argument('<file>')
   .action((file: string) => {
     process.stdout.write(inspectFile(file) + '\n');

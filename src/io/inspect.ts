@@ -1,9 +1,9 @@
 /**
  * `kvcache inspect FILE`: a human-readable report of a file's header and sizes.
  *
- * NOTE(1): Dispatch is on the file's leading bytes through the FORMATS table, so that
- *   safetensors and GGUF readers can be added as rows later; an unknown magic is a
- *   FormatError that names every magic this build knows.
+ * NOTE(1): Dispatch is on the file's leading bytes (or, for formats without a magic, its
+ *   name) through the FORMATS table, so that GGUF can be added as a row later; an unknown
+ *   magic is a FormatError that names every magic this build knows.
  * NOTE(2): A snapshot is fully verified (header and section CRCs) before it is described:
  *   inspect doubles as an integrity check, and a corrupt file throws the same typed error
  *   a load would.
@@ -11,21 +11,36 @@
 import { openSync, readSync, closeSync, readFileSync } from 'node:fs';
 import { FormatError } from '../core/errors.js';
 import { SNAPSHOT_MAGIC, decodeSnapshot, hasSnapshotMagic } from './snapshot.js';
+import { SAFETENSORS_MAX_HEADER_BYTES, SAFETENSORS_PREFIX_BYTES } from './safetensors-format.js';
+import { describeSafetensors, describeSafetensorsIndex } from './safetensors-inspect.js';
 
 interface InspectFormat {
   /** How the magic is shown in errors. */
   readonly magic: string;
   readonly name: string;
-  matches(head: Uint8Array): boolean;
+  matches(head: Uint8Array, path: string): boolean;
   inspect(path: string): string;
+}
+
+/**
+ * safetensors has no magic: a file named *.safetensors, or one whose first 8 bytes are a
+ * plausible little-endian header length followed by '{'.
+ */
+function looksLikeSafetensors(head: Uint8Array, path: string): boolean {
+  if (path.endsWith('.safetensors')) return true;
+  if (head.length <= SAFETENSORS_PREFIX_BYTES || head[SAFETENSORS_PREFIX_BYTES] !== 0x7b) return false;
+  const dv = new DataView(head.buffer, head.byteOffset, SAFETENSORS_PREFIX_BYTES);
+  return dv.getUint32(4, true) === 0 && dv.getUint32(0, true) <= SAFETENSORS_MAX_HEADER_BYTES;
 }
 
 const FORMATS: readonly InspectFormat[] = [
   { magic: '"KVCSNAP\\0"', name: 'kvcache snapshot', matches: hasSnapshotMagic, inspect: inspectSnapshot },
+  { magic: 'u64 header length + \'{\'', name: 'safetensors', matches: looksLikeSafetensors, inspect: (p) => describeSafetensors(p) },
+  { magic: '*.safetensors.index.json', name: 'sharded safetensors index', matches: (_h, p) => p.endsWith('.safetensors.index.json'), inspect: (p) => describeSafetensorsIndex(p) },
 ];
 
 /** Bytes enough to recognise any known format. */
-const HEAD_BYTES = SNAPSHOT_MAGIC.length;
+const HEAD_BYTES = Math.max(SNAPSHOT_MAGIC.length, SAFETENSORS_PREFIX_BYTES + 1);
 
 function readHead(path: string): Uint8Array {
   const fd = openSync(path, 'r');
@@ -38,10 +53,10 @@ function readHead(path: string): Uint8Array {
   }
 }
 
-/** A multi-line report of `path` (a kvcache snapshot; safetensors and GGUF later). */
+/** A multi-line report of `path` (a kvcache snapshot, a safetensors file or index; GGUF later). */
 export function inspectFile(path: string): string {
   const head = readHead(path);
-  const format = FORMATS.find((f) => f.matches(head));
+  const format = FORMATS.find((f) => f.matches(head, path));
   if (format === undefined) {
     const known = FORMATS.map((f) => `${f.magic} (${f.name})`).join(', ');
     const given = Array.from(head, (b) => b.toString(16).padStart(2, '0')).join(' ') || '(empty file)';

@@ -89,11 +89,11 @@ export function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * a mis-addressed or mis-decoded row gives NMSE ~ 1 and fails every entry.
  */
 export const PARITY_TOLERANCES: Readonly<Record<'attention' | 'matvec' | 'matmul' | 'embedding' | 'elementwise', Readonly<Record<DType, number>>>> = {
-  attention: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
-  matvec: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
-  matmul: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-4, q4_0: 1e-4 },
+  attention: { f32: 5e-12, f16: 5e-12, bf16: 5e-12, q8_0: 6e-8, q4_0: 6e-8 },
+  matvec: { f32: 4e-12, f16: 4e-12, bf16: 4e-12, q8_0: 1e-3, q4_0: 1e-3 },
+  matmul: { f32: 4e-12, f16: 4e-12, bf16: 4e-12, q8_0: 1e-3, q4_0: 1e-3 },
   embedding: { f32: 0, f16: 0, bf16: 0, q8_0: 0, q4_0: 0 },
-  elementwise: { f32: 1e-10, f16: 1e-10, bf16: 1e-10, q8_0: 1e-10, q4_0: 1e-10 },
+  elementwise: { f32: 2e-13, f16: 2e-13, bf16: 2e-13, q8_0: 2e-13, q4_0: 2e-13 },
 };
 
 /** Parity bound for a kernel family given the stored operands' dtypes (the worse entry). */

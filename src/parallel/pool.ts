@@ -15,6 +15,9 @@
  *   step issues hundreds of small jobs back to back, and a futex wake costs tens of µs.
  * NOTE(3): A dead worker never hangs the caller: the wait is sliced, and every slice checks the
  *   workers' STATE slots (set by the worker's exit hook); then WorkerDiedError, pool unusable.
+ * NOTE(4): dispose() waits until every worker has left its loop (STATE = exited) before it
+ *   reports the control block free: worker termination is asynchronous, and a worker still
+ *   alive on a reused control block would take part in the next pool's jobs.
  */
 import { DisposedError, KernelError, WorkerDiedError, assert, checkInt } from '../core/errors.js';
 import {
@@ -51,6 +54,7 @@ export class ThreadPool {
   private readonly canBlock: boolean;
   private disposed = false;
   private broken: Error | null = null;
+  private stopped = true;
 
   /**
    * `fns`/`names`: this thread's instance of the module, in export order (protocol.ts).
@@ -147,15 +151,32 @@ export class ThreadPool {
     return this.disposed;
   }
 
-  /** Stop and join the workers. Idempotent. */
-  dispose(): void {
-    if (this.disposed) return;
+  /**
+   * Stop the workers. Returns true once every worker has left its loop, so the control block
+   * may be freed (NOTE(4)); false if that could not be confirmed (a thread that may not block,
+   * or a worker stuck in a kernel for over `timeoutMs`): then the block must not be reused.
+   * Idempotent.
+   */
+  dispose(timeoutMs = 5000): boolean {
+    if (this.disposed) return this.stopped;
     this.disposed = true;
     Atomics.store(this.ctl, STOP, 1);
     Atomics.add(this.ctl, GEN, 1);
     Atomics.notify(this.ctl, GEN);
+    this.stopped = this.waitExited(timeoutMs);
     for (const w of this.workers) void w.terminate();
-    this.workers.length = 0;
+    return this.stopped;
+  }
+
+  private waitExited(timeoutMs: number): boolean {
+    const t0 = Date.now();
+    for (;;) {
+      let running = 0;
+      for (let i = 0; i < this.workers.length; i++) if (Atomics.load(this.ctl, STATE_BASE + i) !== WORKER_EXITED) running++;
+      if (running === 0) return true;
+      if (!this.canBlock || Date.now() - t0 > timeoutMs) return false;
+      Atomics.wait(this.ctl, PENDING, Atomics.load(this.ctl, PENDING), 5);
+    }
   }
 
   private checkUsable(): void {

@@ -25,10 +25,12 @@ function run(init: WorkerInit, exit: (code: number) => void): void {
     Atomics.store(ctl, STATE_BASE + me, WORKER_EXITED);
     Atomics.notify(ctl, PENDING);
   });
+  // Read the generation BEFORE announcing readiness: the caller may start a job the moment the
+  // last worker is ready, and a generation read after that bump would miss the job (and hang it).
+  let seen = Atomics.load(ctl, GEN);
   Atomics.store(ctl, STATE_BASE + me, WORKER_RUNNING);
   Atomics.add(ctl, READY, 1);
   Atomics.notify(ctl, READY);
-  let seen = Atomics.load(ctl, GEN);
   for (;;) {
     seen = waitForChange(ctl, seen, init.spinMicros);
     if (Atomics.load(ctl, STOP) !== 0) break;
@@ -44,7 +46,9 @@ function run(init: WorkerInit, exit: (code: number) => void): void {
     }
     if (Atomics.sub(ctl, PENDING, 1) === 1) Atomics.notify(ctl, PENDING);
   }
+  // The pool waits for this before it frees (and may reuse) the control block: pool.ts NOTE(4).
   Atomics.store(ctl, STATE_BASE + me, WORKER_EXITED);
+  Atomics.notify(ctl, PENDING);
 }
 
 /** Spin on GEN for up to `spinMicros`, then sleep on it; returns the new generation. */

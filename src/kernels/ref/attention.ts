@@ -209,7 +209,7 @@ function sumValues(job: Job, g: number, qPos: number): void {
  * GQA divisibility, row lengths for the dtypes, segment totals, and every segment's last
  * row inside `bytes` (a view that points past its bytes is a caller bug we report, not read).
  */
-function checkView(view: KVView, nHeads: number, what: string): void {
+export function checkView(view: KVView, nHeads: number, what: string): void {
   checkInt('nHeads', nHeads, 1);
   checkInt(`${what}.nKvHeads`, view.nKvHeads, 1);
   checkInt(`${what}.headDim`, view.headDim, 1);
@@ -240,7 +240,7 @@ function checkView(view: KVView, nHeads: number, what: string): void {
 }
 
 /** Query positions must be integers >= 0 (they are compared with key positions). */
-function checkPositions(positions: ArrayLike<number>, what: string): void {
+export function checkPositions(positions: ArrayLike<number>, what: string): void {
   for (let i = 0; i < positions.length; i++) {
     const p = positions[i];
     if (typeof p !== 'number' || !Number.isInteger(p) || p < 0) {

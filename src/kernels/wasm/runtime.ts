@@ -169,10 +169,11 @@ export class KernelRuntime {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.pool.dispose();
+    const stopped = this.pool.dispose();
     if (!this.arena.isDisposed) {
       for (const { offset } of this.scratchBufs.values()) this.arena.free(offset);
-      this.arena.free(this.controlOffset);
+      // A worker that may still run must not find its control block reused (pool.ts NOTE(4)).
+      if (stopped) this.arena.free(this.controlOffset);
     }
     this.scratchBufs.clear();
   }

@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+// llama.cpp as a peer, through node-llama-cpp's CPU prebuilt binary, for parity tests and
+// side-by-side benchmarks. Installed on demand into .llama-cpp/ (git-ignored), never with the
+// optional GPU binaries (they are ~700 MB): only node-llama-cpp and this platform's CPU package.
+//
+//   node scripts/llama-cpp.mjs install
+//   node scripts/llama-cpp.mjs greedy --model M.gguf --prompt-ids 1,2,3 --n 32 [--threads 2] [--kv f32|f16|q8_0] [--ctx 4096]
+//     -> one JSON line: {"tokens":[...],"promptTokens":N,"prefillMs":x,"decodeTokensPerS":y,"llamaCpp":"version"}
+//   node scripts/llama-cpp.mjs bench --model M.gguf --ctx 16,2048 --gen 32 [--threads 2] [--kv f16]
+//     -> one JSON line per context: {"ctx":c,"prefillTokensPerS":x,"decodeTokensPerS":y}
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const VERSION = '3.22.1';
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const dir = join(root, '.llama-cpp');
+
+export function ensureInstalled(log = (s) => process.stderr.write(s + '\n')) {
+  const marker = join(dir, 'installed.json');
+  if (existsSync(marker) && JSON.parse(readFileSync(marker, 'utf8')).version === VERSION) return dir;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'kvcache-llama-cpp-peer', private: true, type: 'module' }));
+  const cpuPackage = `@node-llama-cpp/${process.platform}-${process.arch}`;
+  log(`installing node-llama-cpp ${VERSION} (${cpuPackage}, CPU only) into ${dir} ...`);
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  execFileSync(npm, ['install', '--no-audit', '--no-fund', '--omit=optional', '--ignore-scripts', `node-llama-cpp@${VERSION}`, `${cpuPackage}@${VERSION}`], {
+    cwd: dir,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' },
+  });
+  writeFileSync(marker, JSON.stringify({ version: VERSION }));
+  return dir;
+}
+
+async function loadLlama() {
+  ensureInstalled();
+  const req = createRequire(join(dir, 'package.json'));
+  const entry = req.resolve('node-llama-cpp');
+  const mod = await import(pathToFileURL(entry).href);
+  const llama = await mod.getLlama({ gpu: false, build: 'never', usePrebuiltBinaries: true, progressLogs: false, logLevel: 'error' });
+  return { mod, llama };
+}
+
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    out[a.slice(2)] = argv[i + 1];
+    i++;
+  }
+  return out;
+}
+
+const KV = { f32: 'F32', f16: 'F16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
+
+async function openContext(llama, opts, contextSize) {
+  const kv = KV[opts.kv ?? 'f16'];
+  if (!kv) throw new Error(`--kv expects one of ${Object.keys(KV).join(', ')}, given ${opts.kv}`);
+  const model = await llama.loadModel({ modelPath: resolve(opts.model), gpuLayers: 0 });
+  const context = await model.createContext({
+    contextSize,
+    batchSize: Math.min(contextSize, 512),
+    threads: Number(opts.threads ?? 2),
+    experimentalKvCacheKeyType: kv,
+    experimentalKvCacheValueType: kv,
+  });
+  return { model, context };
+}
+
+async function greedy(opts) {
+  const { llama } = await loadLlama();
+  const prompt = String(opts['prompt-ids']).split(',').map(Number);
+  const n = Number(opts.n ?? 32);
+  const { model, context } = await openContext(llama, opts, Number(opts.ctx ?? Math.max(512, prompt.length + n + 16)));
+  const seq = context.getSequence();
+  const tokens = [];
+  const t0 = performance.now();
+  let tFirst = 0;
+  for await (const t of seq.evaluate(prompt, { temperature: 0 })) {
+    if (tokens.length === 0) tFirst = performance.now();
+    tokens.push(Number(t));
+    if (tokens.length >= n) break;
+  }
+  const t1 = performance.now();
+  await context.dispose();
+  await model.dispose();
+  return { tokens, promptTokens: prompt.length, prefillMs: tFirst - t0, decodeTokensPerS: (tokens.length - 1) / ((t1 - tFirst) / 1000) };
+}
+
+async function bench(opts) {
+  const { llama } = await loadLlama();
+  const ctxs = String(opts.ctx ?? '16').split(',').map(Number);
+  const gen = Number(opts.gen ?? 32);
+  const out = [];
+  for (const ctx of ctxs) {
+    const { model, context } = await openContext(llama, opts, ctx + gen + 16);
+    const prompt = Array.from({ length: ctx }, (_, i) => 1000 + ((i * 7919) % 20000));
+    const seq = context.getSequence();
+    const t0 = performance.now();
+    let tFirst = 0;
+    let n = 0;
+    // Sampling is greedy; ignore end-of-generation tokens so that every run decodes `gen` tokens.
+    for await (const _t of seq.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+      if (n === 0) tFirst = performance.now();
+      if (++n >= gen) break;
+    }
+    const t1 = performance.now();
+    out.push({ ctx, prefillTokensPerS: ctx / ((tFirst - t0) / 1000), decodeTokensPerS: (n - 1) / ((t1 - tFirst) / 1000) });
+    await context.dispose();
+    await model.dispose();
+  }
+  return out;
+}
+
+const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
+  const [cmd, ...rest] = process.argv.slice(2);
+  const opts = parseArgs(rest);
+  const run = { install: async () => ({ dir: ensureInstalled() }), greedy: () => greedy(opts), bench: () => bench(opts) }[cmd];
+  if (!run) {
+    process.stderr.write('usage: node scripts/llama-cpp.mjs install | greedy --model M --prompt-ids 1,2 [--n 32] | bench --model M [--ctx 16,2048]\n');
+    process.exit(2);
+  }
+  run().then(
+    (r) => {
+      for (const line of Array.isArray(r) ? r : [r]) process.stdout.write(JSON.stringify(line) + '\n');
+      process.exit(0);
+    },
+    (e) => {
+      process.stderr.write(`llama-cpp: ${e?.stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}
