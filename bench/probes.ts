@@ -38,3 +38,21 @@ export function runProbes(minSeconds = 0.5): Probes {
 }
 
 export { timeIt };
+
+/**
+ * Median seconds per call of `fn` over at least `minSeconds` (and 5 calls), after `warmup`
+ * untimed calls: the first calls of a WASM function run in the baseline tier, and a mean would
+ * let one slow outlier (a page fault, the other core busy) move the figure.
+ */
+export function medianTime(fn: () => void, minSeconds: number, warmup = 3): number {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  const t0 = performance.now();
+  while (times.length < 5 || performance.now() - t0 < minSeconds * 1000) {
+    const a = performance.now();
+    fn();
+    times.push(performance.now() - a);
+  }
+  times.sort((x, y) => x - y);
+  return times[times.length >> 1]! / 1000;
+}
