@@ -1,0 +1,115 @@
+/**
+ * The forward pass on both KernelSets: the WASM set and the reference set give the same
+ * logits for a small random model (GQA, q/k/v and o biases, per-head q/k norm), prefill in one
+ * chunk equals token-by-token decode over the cache, and KVCACHE_KERNELS=ref selects the
+ * reference set.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Arena } from '../src/core/arena.js';
+import { encodeArray, type DType } from '../src/core/dtype.js';
+import { mulberry32, normalArray } from '../src/core/rng.js';
+import { kernelsFor, refKernels, wasmKernels } from '../src/kernels/registry.js';
+import type { KernelSet } from '../src/kernels/kernel-set.js';
+import { ropeInvFreq } from '../src/kernels/ref/rope.js';
+import { nmse } from '../src/kernels/tolerances.js';
+import { KernelRuntime } from '../src/kernels/wasm/runtime.js';
+import { StaticCache } from '../src/kv/static-cache.js';
+import { Forward, Workspace } from '../src/model/forward.js';
+import type { ForwardShape, LinearWeight, ModelWeights } from '../src/model/weights-layout.js';
+
+const SHAPE: ForwardShape = {
+  nLayers: 2, hidden: 64, nHeads: 4, nKvHeads: 2, headDim: 32, intermediate: 96, vocab: 50,
+  rmsEps: 1e-6, rotaryDim: 32, ropePairing: 'neox', window: Infinity,
+};
+
+/** Random weights placed in `arena` (the same seed gives the same model in any arena). */
+function randomModel(arena: Arena, wDtype: DType): ModelWeights {
+  const rng = mulberry32(42);
+  const allocations: number[] = [];
+  const put = (bytes: Uint8Array) => {
+    const off = arena.alloc(bytes.length);
+    arena.bytes.set(bytes, off);
+    allocations.push(off);
+    return off;
+  };
+  const vec = (n: number, mean = 0, std = 0.1) => put(new Uint8Array(normalArray(rng, n, std).map((x) => x + mean).buffer));
+  const lin = (nOut: number, nIn: number, dtype = wDtype): LinearWeight => ({
+    offsetBytes: put(encodeArray(dtype, normalArray(rng, nOut * nIn, 1 / Math.sqrt(nIn)))), dtype, nOut, nIn,
+  });
+  const { hidden, nHeads, nKvHeads, headDim, intermediate, vocab } = SHAPE;
+  const embed = lin(vocab, hidden, 'f32');
+  const layers = Array.from({ length: SHAPE.nLayers }, () => ({
+    attnNorm: vec(hidden, 1), q: lin(nHeads * headDim, hidden), k: lin(nKvHeads * headDim, hidden), v: lin(nKvHeads * headDim, hidden),
+    o: lin(hidden, nHeads * headDim), qBias: vec(nHeads * headDim), kBias: vec(nKvHeads * headDim), vBias: vec(nKvHeads * headDim),
+    oBias: vec(hidden), qNorm: vec(headDim, 1), kNorm: vec(headDim, 1), ffnNorm: vec(hidden, 1),
+    gate: lin(intermediate, hidden), up: lin(intermediate, hidden), down: lin(hidden, intermediate),
+  }));
+  const invFreq = put(new Uint8Array(ropeInvFreq(10000, SHAPE.rotaryDim).buffer));
+  return { embed, layers, norm: vec(hidden, 1), lmHead: lin(vocab, hidden, 'f32'), invFreq, allocations };
+}
+
+function logitsOf(ks: KernelSet, ws: Workspace, n: number): Float32Array {
+  return ks.arena.f32.slice(ws.logits / 4, ws.logits / 4 + n * SHAPE.vocab);
+}
+
+const IDS = Int32Array.from([3, 17, 42, 8, 8, 1, 49, 20]);
+
+function run(ks: KernelSet, weights: ModelWeights, kvDtype: DType, chunked: boolean): Float32Array {
+  const cache = new StaticCache({ nLayers: SHAPE.nLayers, nHeads: SHAPE.nHeads, nKvHeads: SHAPE.nKvHeads, headDim: SHAPE.headDim, maxSeqLen: 16, dtype: kvDtype, layout: 'bshd', arena: ks.arena });
+  const ws = new Workspace(ks, SHAPE, IDS.length, 1);
+  const fwd = new Forward(ks, SHAPE, weights, ws);
+  try {
+    if (chunked) {
+      for (let i = 0; i < IDS.length; i++) fwd.run(IDS.subarray(i, i + 1), i, cache, 0, 1);
+    } else {
+      fwd.run(IDS, 0, cache, 0, 1);
+    }
+    assert.equal(cache.seqLen(1, 0), IDS.length);
+    return logitsOf(ks, ws, 1);
+  } finally {
+    ws.dispose();
+    cache.dispose();
+  }
+}
+
+test('forward: WASM and reference kernel sets agree; one prefill chunk equals token-by-token decode', () => {
+  const arena = new Arena({ maximumBytes: 256 << 20 });
+  try {
+    for (const [wDtype, kv, bound] of [['f32', 'f32', 1e-9], ['q8_0', 'f16', 1e-6], ['bf16', 'q8_0', 1e-6]] as const) {
+      const weights = randomModel(arena, wDtype);
+      const ref = run(refKernels(arena), weights, kv, false);
+      for (const nThreads of [1, 2]) {
+        const rt = new KernelRuntime(arena, { nThreads });
+        const ks = wasmKernels(rt);
+        const fast = run(ks, weights, kv, false);
+        const stepwise = run(ks, weights, kv, true);
+        // q8_0 weights: the WASM matmul quantizes activations per block as ggml does (parity table).
+        const wBound = wDtype === 'q8_0' ? 1e-3 : bound;
+        assert.ok(nmse(fast, ref) <= wBound, `${wDtype}/${kv} ${nThreads}t: NMSE ${nmse(fast, ref)} > ${wBound}`);
+        assert.ok(nmse(stepwise, fast) <= 1e-9, `${wDtype}/${kv} chunked vs one chunk: NMSE ${nmse(stepwise, fast)}`);
+        rt.dispose();
+      }
+      for (const off of weights.allocations) arena.free(off);
+    }
+  } finally {
+    arena.dispose();
+  }
+});
+
+test('kernelsFor: WASM by default, the reference set under KVCACHE_KERNELS=ref', () => {
+  const arena = new Arena({ maximumBytes: 16 << 20 });
+  const saved = process.env.KVCACHE_KERNELS;
+  try {
+    delete process.env.KVCACHE_KERNELS;
+    const ks = kernelsFor(arena, 1);
+    assert.notEqual(ks.name, 'ref');
+    process.env.KVCACHE_KERNELS = 'ref';
+    assert.equal(kernelsFor(arena, 1).name, 'ref');
+    KernelRuntime.for(arena, { nThreads: 1 }).dispose();
+  } finally {
+    if (saved === undefined) delete process.env.KVCACHE_KERNELS;
+    else process.env.KVCACHE_KERNELS = saved;
+    arena.dispose();
+  }
+});
