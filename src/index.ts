@@ -22,3 +22,27 @@ export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, encodeSnapshot, decodeSnapshot, hasSn
 export { writeFileAtomic, writeSnapshotFile, readSnapshotFile } from './io/snapshot-file.js';
 export { inspectFile } from './io/inspect.js';
 export { DENSE_CACHE_SNAPSHOT_KIND, encodeCache, decodeCache, saveCache, loadCache, type DenseCacheSnapshotMeta, type LoadCacheOptions } from './kv/cache-snapshot.js';
+// Fast kernels, thread pool and the kernel switch.
+export { KernelRuntime, ArgWriter, defaultThreads, bestWasmVariant, type KernelRuntimeOptions } from './kernels/wasm/runtime.js';
+export { bestVariant, forcedVariant, variantSupported, preloadKernels, type KernelVariant } from './kernels/wasm/load.js';
+export { wasmAttention, wasmAttentionAt, wasmAttentionBatch } from './kernels/wasm/attention.js';
+export { matvecAt, matmulAt, wasmMatvec, wasmMatmul, uploadWeights } from './kernels/wasm/linear.js';
+export { matvec as refMatvec, matmul as refMatmul } from './kernels/ref/linear.js';
+export { rmsnorm as refRmsnorm } from './kernels/ref/norm.js';
+export { rope as refRope, ropeInvFreq, type RopeMode, type RopeOptions } from './kernels/ref/rope.js';
+export { kernelsFor, refKernels, wasmKernels } from './kernels/registry.js';
+export type { KernelSet, RopePairing } from './kernels/kernel-set.js';
+export { ThreadPool, type ThreadPoolOptions } from './parallel/pool.js';
+export { CPUInfer, type CPUInferTask, type KernelTask } from './compat/cpuinfer.js';
+// Files, models and generation.
+export { writeGgufFile, readGgufHeader, readGgufTensor, ggufMeta, gguf, GgufValueType, type GgufFile, type GgufTensorInfo, type GgufTensorInput, type GgufValue } from './io/gguf.js';
+export { SafetensorsFile, writeSafetensors, writeSafetensorsStreaming } from './io/safetensors.js';
+export { SafetensorsCheckpoint } from './io/safetensors-index.js';
+export * from './model/config.js';
+export { expectedTensors, diffTensors } from './model/expected-tensors.js';
+export { makeModel } from './model/make-model.js';
+export { TextTokenizer } from './model/tokenizer.js';
+export { refForward } from './model/ref-forward.js';
+export { Forward, Workspace } from './model/forward.js';
+export type { ModelWeights, LayerWeights, LinearWeight, ForwardShape } from './model/weights-layout.js';
+export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './generate/sampler.js';
