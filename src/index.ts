@@ -46,3 +46,4 @@ export { refForward } from './model/ref-forward.js';
 export { Forward, Workspace } from './model/forward.js';
 export type { ModelWeights, LayerWeights, LinearWeight, ForwardShape } from './model/weights-layout.js';
 export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './generate/sampler.js';
+export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } from './model/weights.js';

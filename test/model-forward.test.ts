@@ -20,7 +20,7 @@ import type { ForwardShape, LinearWeight, ModelWeights } from '../src/model/weig
 
 const SHAPE: ForwardShape = {
   nLayers: 2, hidden: 64, nHeads: 4, nKvHeads: 2, headDim: 32, intermediate: 96, vocab: 50,
-  rmsEps: 1e-6, rotaryDim: 32, ropePairing: 'neox', window: Infinity,
+  rmsEps: 1e-6, rotaryDim: 32, ropePairing: 'neox', layerWindows: [Infinity, Infinity],
 };
 
 /** Random weights placed in `arena` (the same seed gives the same model in any arena). */

@@ -123,7 +123,7 @@ export class Forward {
     ks.rope(ws.k, T, s.nKvHeads, s.headDim, pos, this.weights.invFreq, s.rotaryDim, s.ropePairing);
     this.appendKV(l, T, cache, row);
     const view = cache.view(l, row);
-    ks.attention(ws.q, ws.attn, ws.lse, pos, s.nHeads, view, { window: s.window });
+    ks.attention(ws.q, ws.attn, ws.lse, pos, s.nHeads, view, { window: s.layerWindows[l]! });
     this.linear(w.o, ws.attn, T, ws.xn, w.oBias);
     ks.add(ws.x, ws.xn, ws.x, T * s.hidden);
     ks.rmsnorm(ws.x, w.ffnNorm, ws.xn, T, s.hidden, s.rmsEps);

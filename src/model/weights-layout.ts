@@ -57,6 +57,6 @@ export interface ForwardShape {
   readonly rotaryDim: number;
   /** HF Llama-family models rotate halves (neox pairing). */
   readonly ropePairing: 'neox' | 'interleaved';
-  /** Sliding-window attention span in positions (Mistral), or Infinity. */
-  readonly window: number;
+  /** Per layer: sliding-window span in positions (Mistral), or Infinity for full attention. */
+  readonly layerWindows: readonly number[];
 }
