@@ -47,3 +47,5 @@ export { Forward, Workspace } from './model/forward.js';
 export type { ModelWeights, LayerWeights, LinearWeight, ForwardShape } from './model/weights-layout.js';
 export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './generate/sampler.js';
 export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } from './model/weights.js';
+export { LanguageModel, type LanguageModelOptions } from './model/language-model.js';
+export { generate, generateWithoutCache, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';

@@ -1,0 +1,112 @@
+/**
+ * A loaded model ready to run: weights in the arena, a KernelSet, one KV cache (a single
+ * sequence), a workspace, and the tokenizer when the folder has one.
+ *
+ * NOTE(1): `feed` runs any number of tokens in workspace-sized chunks and returns the logits of
+ *   the last one, copied into a buffer reused across calls (the arena may grow between calls,
+ *   so handing out an arena view would be fragile); read it before the next feed.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Arena } from '../core/arena.js';
+import { defaultArena } from '../core/arena.js';
+import { parseDType, type DType } from '../core/dtype.js';
+import { checkInt, DisposedError } from '../core/errors.js';
+import type { KernelSet } from '../kernels/kernel-set.js';
+import { kernelsFor } from '../kernels/registry.js';
+import { StaticCache } from '../kv/static-cache.js';
+import type { ModelConfig } from './config.js';
+import { Forward, Workspace } from './forward.js';
+import { TextTokenizer } from './tokenizer.js';
+import { loadModel, type LoadedModel } from './weights.js';
+
+export interface LanguageModelOptions {
+  /** Weight matrices dtype. Default 'f32'. */
+  weights?: DType;
+  /** KV dtype (both K and V unless kvK / kvV say otherwise). Default 'f32'. */
+  kv?: DType;
+  kvK?: DType;
+  kvV?: DType;
+  /** Cache positions. Default min(config max_position_embeddings, 4096). */
+  maxSeqLen?: number;
+  /** Tokens per prefill chunk. Default 64. */
+  chunk?: number;
+  threads?: number;
+  arena?: Arena;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export class LanguageModel {
+  readonly config: ModelConfig;
+  readonly tokenizer: TextTokenizer | null;
+  readonly ks: KernelSet;
+  readonly cache: StaticCache;
+  readonly maxSeqLen: number;
+  private readonly model: LoadedModel;
+  private readonly ws: Workspace;
+  private readonly forward: Forward;
+  private readonly logits: Float32Array; // [vocab]
+  private disposed = false;
+
+  private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, opts: LanguageModelOptions) {
+    this.model = model;
+    this.config = model.config;
+    this.tokenizer = tokenizer;
+    const s = model.shape;
+    this.maxSeqLen = checkInt('maxSeqLen', opts.maxSeqLen ?? Math.min(model.config.maxPositionEmbeddings, 4096), 1);
+    this.ks = kernelsFor(model.arena, opts.threads);
+    const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
+    this.cache = new StaticCache({
+      nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen: this.maxSeqLen,
+      kDtype: parseDType(opts.kvK ?? kv, 'kv-k dtype'), vDtype: parseDType(opts.kvV ?? kv, 'kv-v dtype'), layout: 'bshd', arena: model.arena,
+    });
+    this.ws = new Workspace(this.ks, s, checkInt('chunk', opts.chunk ?? 64, 1), 1);
+    this.forward = new Forward(this.ks, s, model.weights, this.ws);
+    this.logits = new Float32Array(s.vocab);
+  }
+
+  /** Load a checkpoint folder (and its tokenizer, when tokenizer.json is there). */
+  static async load(dir: string, opts: LanguageModelOptions = {}): Promise<LanguageModel> {
+    const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? await TextTokenizer.load(dir) : null;
+    const model = loadModel(dir, { weights: opts.weights, arena: opts.arena ?? defaultArena(), onProgress: opts.onProgress });
+    try {
+      return new LanguageModel(model, tokenizer, opts);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+
+  /** Forget the sequence (the cache's storage is kept). */
+  resetCache(): void {
+    this.cache.reset();
+  }
+
+  /** Run `ids` at positions pos0.. (the cache must hold exactly pos0 tokens); logits of the last id (NOTE(1)). */
+  feed(ids: readonly number[], pos0: number): Float32Array {
+    if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
+    const chunk = this.ws.maxChunk;
+    const all = Int32Array.from(ids);
+    for (let p = 0; p < all.length; p += chunk) {
+      const part = all.subarray(p, Math.min(all.length, p + chunk));
+      this.forward.run(part, pos0 + p, this.cache, 0, p + part.length === all.length ? 1 : 0);
+    }
+    const off = this.ws.logits / 4;
+    this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
+    return this.logits;
+  }
+
+  /** Bytes of KV held for the current sequence. */
+  get kvBytesUsed(): number {
+    const perToken = this.cache.kvBytes / this.maxSeqLen;
+    return Math.round(perToken * this.cache.seqLen(0, 0));
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.ws.dispose();
+    this.cache.dispose();
+    this.model.dispose();
+  }
+}
