@@ -6,6 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { KVCacheError } from '../core/errors.js';
 import { runDemo } from './demo.js';
+import { runGenerate, type GenerateCliOptions } from './generate.js';
 import { inspectFile } from '../io/inspect.js';
 import { parseSeed, runMakeModel } from './make-model.js';
 import { PRESET_NAMES } from '../model/presets.js';
@@ -43,6 +44,39 @@ program
   .addOption(new Option('--dtype <dtype>', 'weight dtype').choices(['bf16', 'f16', 'f32']).default('bf16'))
   .action((opts: { preset: string; out: string; seed: number; dtype: WeightDType }) => {
     runMakeModel(opts);
+  });
+
+function nonNegNumber(name: string) {
+  return (s: string): number => {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, given "${s}"`);
+    return n;
+  };
+}
+
+const DTYPE_CHOICES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+
+program
+  .command('generate')
+  .description('generate text with a Hugging Face checkpoint folder (Llama, Qwen2, Qwen3, Mistral)')
+  .requiredOption('--model <dir>', 'checkpoint folder (config.json, *.safetensors, tokenizer.json)')
+  .option('--prompt <text>', 'prompt text (tokenized with the model\'s tokenizer)')
+  .option('--prompt-ids <ids>', 'comma-separated token ids, used exactly (no BOS added)')
+  .option('--max-tokens <n>', 'tokens to generate', positiveInt('--max-tokens'), 64)
+  .option('--temperature <t>', 'sampling temperature (0 = greedy)', nonNegNumber('--temperature'), 0)
+  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegNumber('--top-k'), 0)
+  .option('--top-p <p>', 'nucleus mass (1 = off)', nonNegNumber('--top-p'), 1)
+  .option('--seed <s>', 'sampling seed', parseSeed, 0)
+  .addOption(new Option('--weights <dtype>', 'weight dtype in memory').choices(DTYPE_CHOICES).default('f32'))
+  .addOption(new Option('--kv <dtype>', 'KV cache dtype (K and V)').choices(DTYPE_CHOICES).default('f32'))
+  .addOption(new Option('--kv-k <dtype>', 'K dtype (overrides --kv)').choices(DTYPE_CHOICES))
+  .addOption(new Option('--kv-v <dtype>', 'V dtype (overrides --kv)').choices(DTYPE_CHOICES))
+  .option('--threads <n>', 'kernel threads (default: all cores)', positiveInt('--threads'))
+  .option('--no-cache', 'recompute the whole sequence every step (the uncached baseline)')
+  .option('--chat', 'apply the chat template to --prompt')
+  .option('--json', 'print one JSON object: tokens, text, promptTokens, prefillMs, decodeTokensPerS, kvBytes')
+  .action(async (opts: GenerateCliOptions) => {
+    await runGenerate(opts);
   });
 
 program

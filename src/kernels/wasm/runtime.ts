@@ -23,6 +23,10 @@ import { forcedVariant, kernelModule, variantSupported, type KernelVariant } fro
 
 const ARG_SLOTS = 64;
 
+// Node 20 has no `navigator`: the core count comes from node:os there (loaded only on Node).
+const nodeOs: typeof import('node:os') | null =
+  typeof process !== 'undefined' && process.versions?.node ? await import('node:os') : null;
+
 /** Writes kernel arguments slot by slot; slot k is at args + 4k. */
 export class ArgWriter {
   private slot = 0;
@@ -66,7 +70,8 @@ export function defaultThreads(): number {
   const forced = env?.KVCACHE_THREADS;
   if (forced !== undefined && forced !== '') return checkInt('KVCACHE_THREADS', Number(forced), 1, 65);
   const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
-  return Math.max(1, Math.min(64, nav?.hardwareConcurrency ?? 1));
+  const cores = nodeOs ? nodeOs.availableParallelism() : (nav?.hardwareConcurrency ?? 1);
+  return Math.max(1, Math.min(64, cores));
 }
 
 export class KernelRuntime {
