@@ -49,3 +49,4 @@ export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './gene
 export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } from './model/weights.js';
 export { LanguageModel, type LanguageModelOptions } from './model/language-model.js';
 export { generate, generateWithoutCache, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';
+export { exportGguf, type GgufExportOptions } from './model/gguf-export.js';
