@@ -13,6 +13,7 @@ import { FormatError } from '../core/errors.js';
 import { SNAPSHOT_MAGIC, decodeSnapshot, hasSnapshotMagic } from './snapshot.js';
 import { SAFETENSORS_MAX_HEADER_BYTES, SAFETENSORS_PREFIX_BYTES } from './safetensors-format.js';
 import { describeSafetensors, describeSafetensorsIndex } from './safetensors-inspect.js';
+import { humanBytes } from './human-bytes.js';
 
 interface InspectFormat {
   /** How the magic is shown in errors. */
@@ -65,17 +66,6 @@ export function inspectFile(path: string): string {
   return format.inspect(path);
 }
 
-function humanBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${n} B (${v.toFixed(1)} ${units[i]})`;
-}
 
 /** JSON with arrays of scalars kept on one line (lens tables stay readable). */
 function pretty(v: unknown, indent: string): string {

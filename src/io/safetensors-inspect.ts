@@ -7,21 +7,11 @@ import { basename } from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
 import { SafetensorsCheckpoint } from './safetensors-index.js';
 import { SAFETENSORS_PREFIX_BYTES, type SafetensorsTensorInfo } from './safetensors-format.js';
+import { humanBytes } from './human-bytes.js';
 
 /** Tensors listed by default; the rest are counted. */
 export const INSPECT_DEFAULT_TENSORS = 20;
 
-function humanBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${n} B (${v.toFixed(1)} ${units[i]})`;
-}
 
 function shortBytes(n: number): string {
   const s = humanBytes(n);

@@ -25,8 +25,11 @@ export interface KernelSet {
   matmul(wOff: number, wDtype: DType, nOut: number, nIn: number, xOff: number, nTokens: number, yOff: number): void;
   /** y [nRows, dim] = x / sqrt(mean(x^2) + eps) * w; w f32 [dim]; y may equal x. */
   rmsnorm(xOff: number, wOff: number, yOff: number, nRows: number, dim: number, eps: number): void;
-  /** Rotate x [nTokens, nHeads, headDim] in place at positions [nTokens] with invFreq f32 [rotaryDim / 2]. */
-  rope(xOff: number, nTokens: number, nHeads: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void;
+  /**
+   * Rotate q [nTokens, nqHeads, headDim] and k [nTokens, nkHeads, headDim] in place at positions
+   * [nTokens] with invFreq f32 [rotaryDim / 2]; one call so both share the cos/sin of a token.
+   */
+  rope(qOff: number, nqHeads: number, kOff: number, nkHeads: number, nTokens: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void;
   /** out [nTokens, nHeads, headDim], lse [nTokens, nHeads] over the keys of `view` (kernels/types.ts rules). */
   attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void;
   /** out [n] = silu(gate) * up. */

@@ -51,10 +51,12 @@ class RefKernelSet implements KernelSet {
     const y = refRmsnorm(f32At(this.arena, xOff, nRows * dim).slice(), f32At(this.arena, wOff, dim).slice(), eps);
     this.arena.f32.set(y, yOff / 4);
   }
-  rope(xOff: number, nTokens: number, nHeads: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void {
+  rope(qOff: number, nqHeads: number, kOff: number, nkHeads: number, nTokens: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void {
     const invFreq = f32At(this.arena, invFreqOff, rotaryDim / 2).slice();
-    const y = refRope(f32At(this.arena, xOff, nTokens * nHeads * headDim).slice(), positions, { nHeads, headDim, rotaryDim, mode: pairing, invFreq });
-    this.arena.f32.set(y, xOff / 4);
+    for (const [off, nHeads] of [[qOff, nqHeads], [kOff, nkHeads]] as const) {
+      const y = refRope(f32At(this.arena, off, nTokens * nHeads * headDim).slice(), positions, { nHeads, headDim, rotaryDim, mode: pairing, invFreq });
+      this.arena.f32.set(y, off / 4);
+    }
   }
   attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void {
     const q = f32At(this.arena, qOff, positions.length * nHeads * view.headDim).slice();
@@ -102,9 +104,9 @@ class WasmKernelSet implements KernelSet {
   rmsnorm(xOff: number, wOff: number, yOff: number, nRows: number, dim: number, eps: number): void {
     rmsnormAt(this.rt, { x: xOff, y: yOff, weight: wOff, nRows, dim, eps });
   }
-  rope(xOff: number, nTokens: number, nHeads: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void {
+  rope(qOff: number, nqHeads: number, kOff: number, nkHeads: number, nTokens: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void {
     const pos = this.rt.stage(this.posScratch, positions);
-    ropeAt(this.rt, { q: { x: xOff, nHeads }, nTokens, headDim, rotaryDim, mode: pairing, positions: pos, invFreq: invFreqOff });
+    ropeAt(this.rt, { q: { x: qOff, nHeads: nqHeads }, k: { x: kOff, nHeads: nkHeads }, nTokens, headDim, rotaryDim, mode: pairing, positions: pos, invFreq: invFreqOff });
   }
   attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void {
     wasmAttentionAt(this.rt, qOff, outOff, lseOff, positions, nHeads, view, opts);

@@ -119,8 +119,7 @@ export class Forward {
     this.linear(w.v, ws.xn, T, ws.v, w.vBias);
     if (w.qNorm !== null) ks.rmsnorm(ws.q, w.qNorm, ws.q, T * s.nHeads, s.headDim, s.rmsEps);
     if (w.kNorm !== null) ks.rmsnorm(ws.k, w.kNorm, ws.k, T * s.nKvHeads, s.headDim, s.rmsEps);
-    ks.rope(ws.q, T, s.nHeads, s.headDim, pos, this.weights.invFreq, s.rotaryDim, s.ropePairing);
-    ks.rope(ws.k, T, s.nKvHeads, s.headDim, pos, this.weights.invFreq, s.rotaryDim, s.ropePairing);
+    ks.rope(ws.q, s.nHeads, ws.k, s.nKvHeads, T, s.headDim, pos, this.weights.invFreq, s.rotaryDim, s.ropePairing);
     this.appendKV(l, T, cache, row);
     const view = cache.view(l, row);
     ks.attention(ws.q, ws.attn, ws.lse, pos, s.nHeads, view, { window: s.layerWindows[l]! });

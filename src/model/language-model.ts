@@ -46,6 +46,7 @@ export class LanguageModel {
   private readonly ws: Workspace;
   private readonly forward: Forward;
   private readonly logits: Float32Array; // [vocab]
+  private readonly idsBuf: Int32Array; // [chunk] ids of the chunk being run
   private disposed = false;
 
   private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, opts: LanguageModelOptions) {
@@ -63,6 +64,7 @@ export class LanguageModel {
     this.ws = new Workspace(this.ks, s, checkInt('chunk', opts.chunk ?? 64, 1), 1);
     this.forward = new Forward(this.ks, s, model.weights, this.ws);
     this.logits = new Float32Array(s.vocab);
+    this.idsBuf = new Int32Array(this.ws.maxChunk);
   }
 
   /** Load a checkpoint folder (and its tokenizer, when tokenizer.json is there). */
@@ -86,10 +88,11 @@ export class LanguageModel {
   feed(ids: readonly number[], pos0: number): Float32Array {
     if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
     const chunk = this.ws.maxChunk;
-    const all = Int32Array.from(ids);
-    for (let p = 0; p < all.length; p += chunk) {
-      const part = all.subarray(p, Math.min(all.length, p + chunk));
-      this.forward.run(part, pos0 + p, this.cache, 0, p + part.length === all.length ? 1 : 0);
+    for (let p = 0; p < ids.length; p += chunk) {
+      const n = Math.min(ids.length - p, chunk);
+      const part = this.idsBuf.subarray(0, n); // reused: no per-token allocation of id arrays
+      for (let i = 0; i < n; i++) part[i] = ids[p + i]!;
+      this.forward.run(part, pos0 + p, this.cache, 0, p + n === ids.length ? 1 : 0);
     }
     const off = this.ws.logits / 4;
     this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
