@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Benchmark programs (never timed unit tests).
- * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`.
+ * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`; suites cache,
+ * kernels, e2e (see bench/e2e.ts for its options, --llama-cpp among them).
  * Every run measures its own baselines (bench/probes.ts, bench/wasm-probes.ts), prints markdown
  * tables (what BENCHMARKS.md holds) and writes one JSON file per suite under --out.
  */
@@ -10,6 +11,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { benchCache, cacheTables } from './cache.js';
+import { benchE2E, e2eSuiteTables, type E2ESuiteOptions } from './e2e.js';
 import { benchKernels, kernelTables } from './kernels.js';
 import { runProbes } from './probes.js';
 
@@ -17,10 +19,12 @@ export interface SuiteOptions {
   ctxs: number[] | null;
   threads: number;
   log: (s: string) => void;
+  /** e2e suite only. */
+  e2e: Omit<E2ESuiteOptions, 'ctxs' | 'threads' | 'log'>;
 }
 
 interface Suite {
-  run(opts: SuiteOptions): object;
+  run(opts: SuiteOptions): object | Promise<object>;
   tables(result: never): string;
 }
 
@@ -32,6 +36,10 @@ const SUITES: Record<string, Suite> = {
   kernels: {
     run: (o) => benchKernels({ ...o, ctxs: o.ctxs ?? [1024, 8192, 32768] }),
     tables: kernelTables,
+  },
+  e2e: {
+    run: (o) => benchE2E({ ...o.e2e, ctxs: o.ctxs, threads: o.threads, log: o.log }),
+    tables: e2eSuiteTables,
   },
 };
 
@@ -49,17 +57,31 @@ const program = new Command()
   .option('--threads <n>', 'threads for the kernels suite', String(Math.min(2, cpus().length)))
   .option('--out <dir>', 'where JSON results go', 'bench-results')
   .option('--json', 'print the JSON instead of tables')
-  .action((suites: string[], opts: { ctx?: string; threads: string; out: string; json?: boolean }) => {
+  .option('--preset <name>', 'e2e: model preset (made into .kvcache/bench-NAME when missing)')
+  .option('--model <dir>', 'e2e: checkpoint folder instead of a preset')
+  .option('--kv <list>', 'e2e: KV dtypes', 'f16,q8_0')
+  .option('--weights <dtype>', 'e2e: weight dtype', 'q8_0')
+  .option('--decode-tokens <n>', 'e2e: tokens decoded per context', '32')
+  .option('--speedup-tokens <n>', 'e2e: tokens generated with and without the cache (0 = skip)', '512')
+  .option('--llama-cpp', 'e2e: the same prompts through llama.cpp (node-llama-cpp) side by side')
+  .action(async (suites: string[], opts: {
+    ctx?: string; threads: string; out: string; json?: boolean; preset?: string; model?: string; kv: string; weights: string;
+    decodeTokens: string; speedupTokens: string; llamaCpp?: boolean;
+  }) => {
     for (const s of suites) if (!(s in SUITES)) throw new Error(`unknown suite "${s}": expected one of ${Object.keys(SUITES).join(', ')}`);
     const threads = Number(opts.threads);
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads expects a positive integer, given "${opts.threads}"`);
     const log = (s: string) => (opts.json ? undefined : process.stderr.write(s + '\n'));
     const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version };
     log(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}`);
+    const e2e = {
+      preset: opts.preset, model: opts.model, kv: opts.kv, weights: opts.weights,
+      decodeTokens: Number(opts.decodeTokens), speedupTokens: Number(opts.speedupTokens), llamaCpp: opts.llamaCpp === true,
+    };
     mkdirSync(opts.out, { recursive: true });
     for (const name of suites) {
       const suite = SUITES[name]!;
-      const result = { suite: name, date: new Date().toISOString(), machine, ...suite.run({ ctxs: parseCtx(opts.ctx), threads, log }) };
+      const result = { suite: name, date: new Date().toISOString(), machine, ...(await suite.run({ ctxs: parseCtx(opts.ctx), threads, log, e2e })) };
       const file = join(opts.out, `${name}.json`);
       writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
       if (opts.json) process.stdout.write(JSON.stringify(result) + '\n');

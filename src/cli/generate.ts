@@ -11,15 +11,18 @@ import { ConfigError } from '../core/errors.js';
 import { parseDType, type DType } from '../core/dtype.js';
 import { generate, generateWithoutCache, type GenerateSummary } from '../generate/generate.js';
 import { LanguageModel } from '../model/language-model.js';
+import { progressBar } from './progress.js';
 
 export interface GenerateCliOptions {
   model: string;
   prompt?: string;
   promptIds?: string;
   maxTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
   seed: number;
   weights: string;
   kv: string;
@@ -48,12 +51,22 @@ function promptIdsOf(lm: LanguageModel, o: GenerateCliOptions): number[] {
 
 export async function runGenerate(o: GenerateCliOptions): Promise<void> {
   const dt = (s: string | undefined, what: string): DType | undefined => (s === undefined ? undefined : parseDType(s, what));
-  const lm = await LanguageModel.load(o.model, {
-    weights: dt(o.weights, '--weights'), kv: dt(o.kv, '--kv'), kvK: dt(o.kvK, '--kv-k'), kvV: dt(o.kvV, '--kv-v'), threads: o.threads,
-  });
+  const progress = progressBar('loading weights', 'tensors');
+  let lm: LanguageModel;
+  try {
+    lm = await LanguageModel.load(o.model, {
+      weights: dt(o.weights, '--weights'), kv: dt(o.kv, '--kv'), kvK: dt(o.kvK, '--kv-k'), kvV: dt(o.kvV, '--kv-v'), threads: o.threads,
+      onProgress: (done, total, tensor) => progress.update(done, total, tensor),
+    });
+  } finally {
+    progress.stop();
+  }
   try {
     const ids = promptIdsOf(lm, o);
-    const opts = { maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed };
+    // Sampling flags left out take the checkpoint's generation_config.json defaults (generate()).
+    const opts = {
+      maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed: o.seed,
+    };
     const it = o.cache ? generate(lm, ids, opts) : generateWithoutCache(lm, ids, opts);
     let summary: GenerateSummary;
     for (;;) {

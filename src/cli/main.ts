@@ -5,7 +5,9 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { KVCacheError } from '../core/errors.js';
-import { runDemo } from './demo.js';
+import { runBench, type BenchCliOptions } from './bench.js';
+import { runCacheDemo } from './cache-demo.js';
+import { DEMO_MODEL_DIR, runDemo } from './demo.js';
 import { runGenerate, type GenerateCliOptions } from './generate.js';
 import { inspectFile } from '../io/inspect.js';
 import { parseSeed, runMakeModel } from './make-model.js';
@@ -20,11 +22,44 @@ function positiveInt(name: string) {
   };
 }
 
+function nonNegNumber(name: string) {
+  return (s: string): number => {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, given "${s}"`);
+    return n;
+  };
+}
+
+function nonNegInt(name: string) {
+  return (s: string): number => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be an integer >= 0, given "${s}"`);
+    return n;
+  };
+}
+
+const DTYPE_CHOICES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+
 const program = new Command();
 program.name('kvcache').description('KV-cache engine for LLM inference').showHelpAfterError();
 
 program
   .command('demo')
+  .description('the main job: make the demo model if missing, stream a generation over the KV cache, and measure the speed-up over no cache')
+  .option('--model <dir>', 'checkpoint folder (made with preset small when it has no config.json)', DEMO_MODEL_DIR)
+  .option('--prompt <text>', 'prompt text', 'The key to fast inference on a CPU is')
+  .option('--max-tokens <n>', 'tokens to generate', positiveInt('--max-tokens'), 128)
+  .addOption(new Option('--weights <dtype>', 'weight dtype in memory').choices(DTYPE_CHOICES).default('f32'))
+  .addOption(new Option('--kv <dtype>', 'KV cache dtype').choices(DTYPE_CHOICES).default('f16'))
+  .option('--repetition-penalty <r>', 'penalty on tokens already seen (1 = off)', nonNegNumber('--repetition-penalty'), 1.3)
+  .option('--threads <n>', 'kernel threads (default: all cores)', positiveInt('--threads'))
+  .option('--json', 'print one JSON object (the report) instead of the stream and table')
+  .action(async (opts: { model: string; prompt: string; maxTokens: number; weights: string; kv: string; repetitionPenalty: number; threads?: number; json?: boolean }) => {
+    await runDemo({ ...opts, json: opts.json === true });
+  });
+
+program
+  .command('cache-demo')
   .description('fill caches of a real model shape in every KV dtype, attend over them, snapshot them, and report the figures')
   .option('--ctx <n>', 'context length (positions cached per layer)', positiveInt('--ctx'), 2048)
   .option('--layers <n>', 'layers (the Qwen2.5-0.5B shape has 24)', positiveInt('--layers'), 24)
@@ -32,7 +67,7 @@ program
   .option('--seed <n>', 'seed of the synthetic K/V/Q', positiveInt('--seed'), 1)
   .option('--json', 'print one JSON object instead of the table')
   .action(async (opts: { ctx: number; layers: number; kv: string; seed: number; json?: boolean }) => {
-    await runDemo({ ctx: opts.ctx, layers: opts.layers, dtypes: opts.kv.split(','), seed: opts.seed, json: opts.json === true });
+    await runCacheDemo({ ctx: opts.ctx, layers: opts.layers, dtypes: opts.kv.split(','), seed: opts.seed, json: opts.json === true });
   });
 
 program
@@ -46,15 +81,6 @@ program
     runMakeModel(opts);
   });
 
-function nonNegNumber(name: string) {
-  return (s: string): number => {
-    const n = Number(s);
-    if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number >= 0, given "${s}"`);
-    return n;
-  };
-}
-
-const DTYPE_CHOICES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 
 program
   .command('generate')
@@ -63,9 +89,11 @@ program
   .option('--prompt <text>', 'prompt text (tokenized with the model\'s tokenizer)')
   .option('--prompt-ids <ids>', 'comma-separated token ids, used exactly (no BOS added)')
   .option('--max-tokens <n>', 'tokens to generate', positiveInt('--max-tokens'), 64)
-  .option('--temperature <t>', 'sampling temperature (0 = greedy)', nonNegNumber('--temperature'), 0)
-  .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegNumber('--top-k'), 0)
-  .option('--top-p <p>', 'nucleus mass (1 = off)', nonNegNumber('--top-p'), 1)
+  .option('--temperature <t>', 'sampling temperature, 0 = greedy (default: generation_config.json, else greedy)', nonNegNumber('--temperature'))
+  .option('--top-k <k>', 'keep the k most likely tokens, 0 = off (default: generation_config.json)', nonNegNumber('--top-k'))
+  .option('--top-p <p>', 'nucleus mass, 1 = off (default: generation_config.json)', nonNegNumber('--top-p'))
+  .option('--min-p <p>', 'drop tokens below p * p(best), 0 = off (default: generation_config.json)', nonNegNumber('--min-p'))
+  .option('--repetition-penalty <r>', 'penalty on tokens already seen, 1 = off (default: generation_config.json)', nonNegNumber('--repetition-penalty'))
   .option('--seed <s>', 'sampling seed', parseSeed, 0)
   .addOption(new Option('--weights <dtype>', 'weight dtype in memory').choices(DTYPE_CHOICES).default('f32'))
   .addOption(new Option('--kv <dtype>', 'KV cache dtype (K and V)').choices(DTYPE_CHOICES).default('f32'))
@@ -77,6 +105,24 @@ program
   .option('--json', 'print one JSON object: tokens, text, promptTokens, prefillMs, decodeTokensPerS, kvBytes')
   .action(async (opts: GenerateCliOptions) => {
     await runGenerate(opts);
+  });
+
+program
+  .command('bench')
+  .description('end-to-end benchmark: prefill and decode tokens/s per KV dtype and context, time to first token, KV bytes per token, speed-up over no cache')
+  .option('--model <dir>', 'checkpoint folder to benchmark')
+  .addOption(new Option('--preset <name>', 'or a preset, made into .kvcache/bench-NAME when missing (default small)').choices(PRESET_NAMES))
+  .option('--ctx <list>', 'prompt lengths', '16,2048,8192')
+  .addOption(new Option('--weights <dtype>', 'weight dtype in memory').choices(DTYPE_CHOICES).default('q8_0'))
+  .option('--kv <list>', 'KV dtypes timed (comma-separated)', 'f16,q8_0')
+  .option('--decode-tokens <n>', 'tokens decoded after each prompt', positiveInt('--decode-tokens'), 32)
+  .option('--speedup-tokens <n>', 'tokens generated with and without the cache (0 = skip)', nonNegInt('--speedup-tokens'), 512)
+  .option('--chunk <n>', 'prefill chunk (tokens per forward)', positiveInt('--chunk'), 256)
+  .option('--threads <n>', 'kernel threads (default: all cores)', positiveInt('--threads'))
+  .option('--json', 'print one JSON object instead of the tables')
+  .option('--out <dir>', 'also write DIR/e2e.json')
+  .action(async (opts: BenchCliOptions) => {
+    await runBench(opts);
   });
 
 program

@@ -3,10 +3,10 @@
  * checkpoint folder with deterministic random weights (model/make-model.ts), with a
  * progress bar on stderr when it is a terminal, and a summary on stdout.
  */
-import cliProgress from 'cli-progress';
 import { InvalidArgumentError } from 'commander';
-import { makeModel, type MakeModelProgress } from '../model/make-model.js';
+import { makeModel } from '../model/make-model.js';
 import type { WeightDType } from '../io/safetensors-format.js';
+import { progressBar } from './progress.js';
 
 export interface MakeModelCommandOptions {
   readonly preset: string;
@@ -24,33 +24,14 @@ export function parseSeed(s: string): number {
 
 const MIB = 1024 * 1024;
 
-/** A progress callback drawing a bar on a terminal, and the function that ends it. */
-function progressBar(): { onProgress?: (p: MakeModelProgress) => void; stop: () => void } {
-  if (process.stderr.isTTY !== true) return { stop: () => undefined };
-  const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, format: 'writing weights {bar} {percentage}% | {value}/{total} MiB | {tensor}', hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
-  );
-  let started = false;
-  return {
-    onProgress: (p) => {
-      if (!started) {
-        bar.start(Math.ceil(p.totalBytes / MIB), 0, { tensor: p.tensor });
-        started = true;
-      }
-      bar.update(Math.floor(p.doneBytes / MIB), { tensor: p.tensor });
-    },
-    stop: () => {
-      if (started) bar.stop();
-    },
-  };
-}
-
 export function runMakeModel(opts: MakeModelCommandOptions): void {
-  const progress = progressBar();
+  const progress = progressBar('writing weights', 'MiB');
   let result;
   try {
-    result = makeModel({ preset: opts.preset, outDir: opts.out, seed: opts.seed, dtype: opts.dtype, onProgress: progress.onProgress });
+    result = makeModel({
+      preset: opts.preset, outDir: opts.out, seed: opts.seed, dtype: opts.dtype,
+      onProgress: (p) => progress.update(Math.floor(p.doneBytes / MIB), Math.ceil(p.totalBytes / MIB), p.tensor),
+    });
   } finally {
     progress.stop();
   }

@@ -10,7 +10,7 @@
  * NOTE(2): generateWithoutCache recomputes the whole sequence (prompt + generated so far) at every
  *   step, on a reset cache: the seed systems' uncached comparison. With greedy sampling both give
  *   the same tokens (tested); the ratio of their speeds is what the cache buys.
- * NOTE(3): Stops: eos ids (the model's generation config unless given), maxTokens, stop strings
+ * NOTE(3): Stops: eos ids (given, else generation_config.json's, else config.json's), maxTokens, stop strings
  *   (checked on the decoded text; the text up to the stop string is yielded, the rest dropped),
  *   and an AbortSignal (checked before every step; the generator then returns with reason 'abort').
  */
@@ -19,7 +19,7 @@ import type { LanguageModel } from '../model/language-model.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 
 export interface GenerateOptions extends SamplingOptions {
-  /** Tokens to generate at most. Default 128. */
+  /** Tokens to generate at most. Default: generation_config.json max_new_tokens, else 128. */
   maxTokens?: number;
   /** Default: the model's eos ids. */
   eosIds?: readonly number[];
@@ -70,12 +70,20 @@ export function generateWithoutCache(lm: LanguageModel, promptIds: readonly numb
 
 async function* run(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions, step: StepFn): AsyncGenerator<GenerateEvent, GenerateSummary> {
   if (promptIds.length === 0) throw new ConfigError('prompt', 'at least one token id', 0);
-  const maxTokens = checkInt('maxTokens', opts.maxTokens ?? 128, 0);
+  const g = lm.generation;
+  const maxTokens = checkInt('maxTokens', opts.maxTokens ?? g.maxNewTokens ?? 128, 0);
   if (promptIds.length + maxTokens > lm.maxSeqLen) {
     throw new ConfigError('prompt + maxTokens', `at most the cache's ${lm.maxSeqLen} positions`, promptIds.length + maxTokens);
   }
-  const eos = new Set(opts.eosIds ?? lm.config.eosTokenIds);
-  const sampler = new Sampler(lm.config.vocabSize, opts);
+  const eos = new Set(opts.eosIds ?? g.eosTokenIds ?? lm.config.eosTokenIds);
+  const sampler = new Sampler(lm.config.vocabSize, {
+    temperature: opts.temperature ?? g.temperature,
+    topK: opts.topK ?? g.topK,
+    topP: opts.topP ?? g.topP,
+    minP: opts.minP ?? g.minP,
+    repetitionPenalty: opts.repetitionPenalty ?? g.repetitionPenalty,
+    seed: opts.seed,
+  });
   const decoder = lm.tokenizer?.streamDecoder();
   const history = [...promptIds];
   const out: number[] = [];

@@ -100,3 +100,14 @@ export const PARITY_TOLERANCES: Readonly<Record<'attention' | 'matvec' | 'matmul
 export function parityBound(family: keyof typeof PARITY_TOLERANCES, ...dtypes: DType[]): number {
   return Math.max(...dtypes.map((d) => PARITY_TOLERANCES[family][d]));
 }
+
+/**
+ * End-to-end: NMSE of a model's logits when its KV cache is stored in `dtype`, against the same
+ * model with f32 KV, both fed the same tokens (teacher-forced, so one early flip of a greedy token
+ * cannot make later positions incomparable). `f32` is the bound between cached and uncached
+ * generation (the same arithmetic in a different order: chunked prefill vs one token per step).
+ * Worst values measured on the tiny, tiny-llama and tiny-qwen3 presets over 64 positions
+ * (2026-11-23): f32 cached/uncached 6e-14, f16 3e-7, bf16 2.3e-5, q8_0 2.5e-4, q4_0 5.5e-2;
+ * each bound is ~4-10x that. test/generate-logits.test.ts asserts them.
+ */
+export const LOGITS_TOLERANCES: Readonly<Record<DType, number>> = { f32: 1e-10, f16: 2e-6, bf16: 2e-4, q8_0: 2e-3, q4_0: 0.25 };

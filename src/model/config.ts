@@ -79,9 +79,10 @@ export interface ModelConfig {
   readonly torchDtype: WeightDType | null;
 }
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
-class Fields {
+/** Typed reads of one JSON object's fields; errors name the file and key. */
+export class Fields {
   constructor(
     readonly obj: Json,
     readonly where: string,

@@ -17,6 +17,7 @@ import { kernelsFor } from '../kernels/registry.js';
 import { StaticCache } from '../kv/static-cache.js';
 import type { ModelConfig } from './config.js';
 import { Forward, Workspace } from './forward.js';
+import { loadGenerationConfig, type GenerationDefaults } from './generation-config.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadModel, type LoadedModel } from './weights.js';
 
@@ -33,15 +34,18 @@ export interface LanguageModelOptions {
   chunk?: number;
   threads?: number;
   arena?: Arena;
-  onProgress?: (done: number, total: number) => void;
+  /** Loading progress: tensors done, tensors in all, the tensor just placed. */
+  onProgress?: (done: number, total: number, tensor: string) => void;
 }
 
 export class LanguageModel {
   readonly config: ModelConfig;
   readonly tokenizer: TextTokenizer | null;
+  /** generation_config.json defaults (greedy when the folder has none). */
+  readonly generation: GenerationDefaults;
   readonly ks: KernelSet;
-  readonly cache: StaticCache;
-  readonly maxSeqLen: number;
+  private kvCache: StaticCache;
+  private seqCapacity: number;
   private readonly model: LoadedModel;
   private readonly ws: Workspace;
   private readonly forward: Forward;
@@ -49,30 +53,72 @@ export class LanguageModel {
   private readonly idsBuf: Int32Array; // [chunk] ids of the chunk being run
   private disposed = false;
 
-  private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, opts: LanguageModelOptions) {
+  private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, generation: GenerationDefaults, opts: LanguageModelOptions) {
     this.model = model;
+    this.generation = generation;
     this.config = model.config;
     this.tokenizer = tokenizer;
     const s = model.shape;
-    this.maxSeqLen = checkInt('maxSeqLen', opts.maxSeqLen ?? Math.min(model.config.maxPositionEmbeddings, 4096), 1);
     this.ks = kernelsFor(model.arena, opts.threads);
-    const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
-    this.cache = new StaticCache({
-      nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen: this.maxSeqLen,
-      kDtype: parseDType(opts.kvK ?? kv, 'kv-k dtype'), vDtype: parseDType(opts.kvV ?? kv, 'kv-v dtype'), layout: 'bshd', arena: model.arena,
-    });
+    this.seqCapacity = 0;
+    this.kvCache = this.makeCache(opts);
     this.ws = new Workspace(this.ks, s, checkInt('chunk', opts.chunk ?? 64, 1), 1);
     this.forward = new Forward(this.ks, s, model.weights, this.ws);
     this.logits = new Float32Array(s.vocab);
     this.idsBuf = new Int32Array(this.ws.maxChunk);
   }
 
+  /** The KV cache of the sequence (replaced by setCache). */
+  get cache(): StaticCache {
+    return this.kvCache;
+  }
+
+  /** Positions the cache holds. */
+  get maxSeqLen(): number {
+    return this.seqCapacity;
+  }
+
+  private makeCache(opts: Pick<LanguageModelOptions, 'kv' | 'kvK' | 'kvV' | 'maxSeqLen'>): StaticCache {
+    const s = this.model.shape;
+    const maxSeqLen = checkInt('maxSeqLen', opts.maxSeqLen ?? Math.min(this.model.config.maxPositionEmbeddings, 4096), 1);
+    const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
+    const cache = new StaticCache({
+      nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen,
+      kDtype: parseDType(opts.kvK ?? kv, 'kv-k dtype'), vDtype: parseDType(opts.kvV ?? kv, 'kv-v dtype'), layout: 'bshd', arena: this.model.arena,
+    });
+    this.seqCapacity = maxSeqLen;
+    return cache;
+  }
+
+  /**
+   * Replace the KV cache with an empty one of other dtypes or capacity, keeping the weights (no
+   * reload). The old cache's storage is freed first so the arena can reuse it; when the new one
+   * does not fit (or an option is bad), an empty cache of the old kind is put back and the error
+   * is thrown.
+   */
+  setCache(opts: Pick<LanguageModelOptions, 'kv' | 'kvK' | 'kvV' | 'maxSeqLen'>): void {
+    if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
+    const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
+    parseDType(opts.kvK ?? kv, 'kv-k dtype');
+    parseDType(opts.kvV ?? kv, 'kv-v dtype');
+    checkInt('maxSeqLen', opts.maxSeqLen ?? 1, 1);
+    const old = { kvK: this.kvCache.kDtype, kvV: this.kvCache.vDtype, maxSeqLen: this.seqCapacity };
+    this.kvCache.dispose();
+    try {
+      this.kvCache = this.makeCache(opts);
+    } catch (e) {
+      this.kvCache = this.makeCache(old); // fits: its storage was just freed
+      throw e;
+    }
+  }
+
   /** Load a checkpoint folder (and its tokenizer, when tokenizer.json is there). */
   static async load(dir: string, opts: LanguageModelOptions = {}): Promise<LanguageModel> {
     const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? await TextTokenizer.load(dir) : null;
+    const generation = loadGenerationConfig(dir);
     const model = loadModel(dir, { weights: opts.weights, arena: opts.arena ?? defaultArena(), onProgress: opts.onProgress });
     try {
-      return new LanguageModel(model, tokenizer, opts);
+      return new LanguageModel(model, tokenizer, generation, opts);
     } catch (e) {
       model.dispose();
       throw e;
@@ -81,7 +127,7 @@ export class LanguageModel {
 
   /** Forget the sequence (the cache's storage is kept). */
   resetCache(): void {
-    this.cache.reset();
+    this.kvCache.reset();
   }
 
   /** Run `ids` at positions pos0.. (the cache must hold exactly pos0 tokens); logits of the last id (NOTE(1)). */
@@ -92,7 +138,7 @@ export class LanguageModel {
       const n = Math.min(ids.length - p, chunk);
       const part = this.idsBuf.subarray(0, n); // reused: no per-token allocation of id arrays
       for (let i = 0; i < n; i++) part[i] = ids[p + i]!;
-      this.forward.run(part, pos0 + p, this.cache, 0, p + n === ids.length ? 1 : 0);
+      this.forward.run(part, pos0 + p, this.kvCache, 0, p + n === ids.length ? 1 : 0);
     }
     const off = this.ws.logits / 4;
     this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
@@ -101,15 +147,15 @@ export class LanguageModel {
 
   /** Bytes of KV held for the current sequence. */
   get kvBytesUsed(): number {
-    const perToken = this.cache.kvBytes / this.maxSeqLen;
-    return Math.round(perToken * this.cache.seqLen(0, 0));
+    const perToken = this.kvCache.kvBytes / this.seqCapacity;
+    return Math.round(perToken * this.kvCache.seqLen(0, 0));
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.ws.dispose();
-    this.cache.dispose();
+    this.kvCache.dispose();
     this.model.dispose();
   }
 }

@@ -7,6 +7,7 @@
  *   tiny-qwen3    Qwen3ForCausalLM        2    128    4/2     64     256  151936  q/k norm, q width 256 != hidden, tied
  *   tiny-llama    LlamaForCausalLM        2    128    4/2     32     256  128256  llama3 rope scaling, untied
  *   tiny-mistral  MistralForCausalLM      2    128    4/2     32     256  151936  sliding window 64, untied
+ *   small         Qwen2ForCausalLM        8    512    8/2     64    1536  151936  the demo model, tied
  *   qwen2.5-0.5b  Qwen2ForCausalLM       24    896   14/2     64    4864  151936  the real Qwen2.5-0.5B shapes
  *   llama-3.2-1b  LlamaForCausalLM       16   2048   32/8     64    8192  128256  the real Llama-3.2-1B shapes
  *
@@ -111,6 +112,17 @@ const PRESET_LIST: readonly ModelPreset[] = [
     config: {
       architectures: ['MistralForCausalLM'], model_type: 'mistral', ...TINY_SHAPE, rms_norm_eps: 1e-5, ...qwenIds(),
       max_position_embeddings: 32768, rope_theta: 10000.0, sliding_window: 64, tie_word_embeddings: false,
+    },
+    tokenizer: 'qwen',
+    generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],
+  },
+  {
+    name: 'small',
+    description: 'Qwen2 architecture, 8 layers, hidden 512, 8/2 heads of 64, intermediate 1536, tied, Qwen tokenizer (the demo model; ~200 MB bf16, seconds to make)',
+    config: {
+      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_act: 'silu', hidden_size: 512, intermediate_size: 1536,
+      num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 2, rms_norm_eps: 1e-6, ...qwenIds(),
+      max_position_embeddings: 32768, rope_theta: 1000000.0, sliding_window: 32768, use_sliding_window: false, max_window_layers: 8, tie_word_embeddings: true,
     },
     tokenizer: 'qwen',
     generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],

@@ -25,8 +25,8 @@ export interface LoadModelOptions {
   /** dtype of the weight matrices (and the embedding table). Default 'f32'. */
   weights?: DType;
   arena?: Arena;
-  /** Called after each tensor: (tensors done, tensors total). */
-  onProgress?: (done: number, total: number) => void;
+  /** Called after each tensor is placed: tensors done, tensors in all, the tensor's name. */
+  onProgress?: (done: number, total: number, tensor: string) => void;
 }
 
 export interface LoadedModel {
@@ -68,21 +68,21 @@ export function loadModel(dir: string, opts: LoadModelOptions = {}): LoadedModel
   let weightBytes = 0;
   try {
     checkTensorSet(dir, config, ckpt);
-    const total = ckpt.tensorNames().length;
+    const total = ckpt.tensorNames().length + 1; // + the rope inv_freq table
     let done = 0;
-    const place = (bytes: Uint8Array): number => {
+    const place = (name: string, bytes: Uint8Array): number => {
       const off = arena.alloc(bytes.length);
       allocations.push(off);
       arena.bytes.set(bytes, off);
       weightBytes += bytes.length;
-      opts.onProgress?.(++done, total);
+      opts.onProgress?.(++done, total, name);
       return off;
     };
     const vec = (name: string) => {
       const f = ckpt.readF32(name);
-      return place(new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
+      return place(name, new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
     };
-    const mat = (name: string, nOut: number, nIn: number): LinearWeight => ({ offsetBytes: place(encodeArray(wDtype, ckpt.readF32(name))), dtype: wDtype, nOut, nIn });
+    const mat = (name: string, nOut: number, nIn: number): LinearWeight => ({ offsetBytes: place(name, encodeArray(wDtype, ckpt.readF32(name))), dtype: wDtype, nOut, nIn });
     const optVec = (name: string, present: boolean) => (present ? vec(name) : null);
     const c = config;
     const qDim = c.nHeads * c.headDim;
@@ -112,7 +112,7 @@ export function loadModel(dir: string, opts: LoadModelOptions = {}): LoadedModel
     const norm = vec('model.norm.weight');
     const lmHead = c.tieWordEmbeddings ? embed : mat('lm_head.weight', c.vocabSize, c.hiddenSize);
     const inv = ropeInvFreq(c);
-    const invFreq = place(new Uint8Array(inv.buffer, inv.byteOffset, inv.byteLength));
+    const invFreq = place('rope inv_freq', new Uint8Array(inv.buffer, inv.byteOffset, inv.byteLength));
     const weights: ModelWeights = { embed, layers, norm, lmHead, invFreq, allocations };
     let disposed = false;
     return {
