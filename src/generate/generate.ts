@@ -52,7 +52,8 @@ export function generate(lm: LanguageModel, promptIds: readonly number[], opts: 
   let pos = 0;
   const step: StepFn = (history) => {
     if (pos === 0) lm.resetCache();
-    const logits = lm.feed(history.slice(pos), pos);
+    // Decode steps feed one token without building an array (no allocation per token).
+    const logits = history.length - pos === 1 ? lm.feedToken(history[pos]!, pos) : lm.feed(history.slice(pos), pos);
     pos = history.length;
     return logits;
   };

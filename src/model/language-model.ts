@@ -145,6 +145,17 @@ export class LanguageModel {
     return this.logits;
   }
 
+  /** One token at position `pos` (the decode step): feed([id], pos) without allocating. */
+  feedToken(id: number, pos: number): Float32Array {
+    if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
+    const part = this.idsBuf.subarray(0, 1);
+    part[0] = id;
+    this.forward.run(part, pos, this.kvCache, 0, 1);
+    const off = this.ws.logits / 4;
+    this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
+    return this.logits;
+  }
+
   /** Bytes of KV held for the current sequence. */
   get kvBytesUsed(): number {
     const perToken = this.kvCache.kvBytes / this.seqCapacity;
