@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { encodeArray, DTYPE_NAMES } from '../src/core/dtype.js';
 import { FormatError, ShapeError, VersionError } from '../src/core/errors.js';
 import { mulberry32, normalArray } from '../src/core/rng.js';
+import { inspectFile } from '../src/io/inspect.js';
 import { GgufValueType, gguf, ggufMeta, readGgufHeader, readGgufTensor, tensorSizeBytes, writeGgufFile, type GgufTensorInput, type GgufValue } from '../src/io/gguf.js';
 
 const META: [string, GgufValue][] = [
@@ -133,3 +134,25 @@ function findOffsetField(bytes: Uint8Array, name: string): number {
   }
   throw new Error(`tensor ${name} not found`);
 }
+
+test('inspect of a GGUF file: version, every metadata key, long arrays shortened, the tensor table', () => {
+  withDir((dir) => {
+    const path = join(dir, 'm.gguf');
+    const many = Array.from({ length: 40 }, (_, i) => `tok${i}`);
+    writeGgufFile(path, [...META, ['tokenizer.ggml.merges', gguf.strings(many)]], tensors());
+    const report = inspectFile(path);
+    assert.match(report, /^format: +GGUF version 3$/m);
+    for (const [key] of META) assert.match(report, new RegExp(`^  ${key.replace(/\./g, '\\.')} +`, 'm'), key);
+    assert.match(report, /tokenizer\.ggml\.merges +\[40 x STRING\] \["tok0", "tok1", "tok2", "tok3", "tok4", "tok5", \.\.\. 34 more\]/);
+    assert.match(report, /x\.u64 +1099511627776/);
+    const f = readGgufHeader(path);
+    for (const t of f.tensors) {
+      const type = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8_0: 'Q8_0', q4_0: 'Q4_0' }[t.dtype!];
+      assert.match(report, new RegExp(`^  ${t.name.replace('.', '\\.')} +${type} +\\[${t.shape.join(', ')}\\] +${t.offsetBytes} +${t.sizeBytes}$`, 'm'), t.name);
+    }
+    assert.match(report, new RegExp(`^tensors: +${f.tensors.length}, `, 'm'));
+    // A corrupt file is the same typed error as a read.
+    writeFileSync(join(dir, 'bad.gguf'), readFileSync(path).subarray(0, 40));
+    assert.throws(() => inspectFile(join(dir, 'bad.gguf')), FormatError);
+  });
+});

@@ -421,8 +421,10 @@ test('inspectFile reports header, meta, sections and sizes; rejects unknown magi
       assert.match(report, new RegExp(`${e.name} +${e.offsetBytes} +${e.sizeBytes} +0x${hex(e.crc32)}`));
     }
     const other = join(dir, 'x.bin');
+    writeFileSync(other, 'PK\x03\x04\x14\x00\x00\x00');
+    throwsExactly(() => inspectFile(other), FormatError, /KVCSNAP.*GGUF.*given 50 4b 03 04/);
     writeFileSync(other, 'GGUF\x03\x00\x00\x00');
-    throwsExactly(() => inspectFile(other), FormatError, /KVCSNAP/);
+    throwsExactly(() => inspectFile(other), FormatError, /truncated header/);
     writeFileSync(other, '');
     throwsExactly(() => inspectFile(other), FormatError, /empty file/);
     const corrupt = sample();

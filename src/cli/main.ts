@@ -127,7 +127,7 @@ program
 
 program
   .command('inspect')
-  .description('print the header and sizes of a snapshot, a safetensors file or a model.safetensors.index.json')
+  .description('print the header and sizes of a snapshot, a safetensors file, a model.safetensors.index.json or a GGUF file')
   .argument('<file>')
   .action((file: string) => {
     process.stdout.write(inspectFile(file) + '\n');

@@ -2,7 +2,7 @@
  * `kvcache inspect FILE`: a human-readable report of a file's header and sizes.
  *
  * NOTE(1): Dispatch is on the file's leading bytes (or, for formats without a magic, its
- *   name) through the FORMATS table, so that GGUF can be added as a row later; an unknown
+ *   name) through the FORMATS table (one row per format); an unknown
  *   magic is a FormatError that names every magic this build knows.
  * NOTE(2): A snapshot is fully verified (header and section CRCs) before it is described:
  *   inspect doubles as an integrity check, and a corrupt file throws the same typed error
@@ -14,6 +14,8 @@ import { SNAPSHOT_MAGIC, decodeSnapshot, hasSnapshotMagic } from './snapshot.js'
 import { SAFETENSORS_MAX_HEADER_BYTES, SAFETENSORS_PREFIX_BYTES } from './safetensors-format.js';
 import { describeSafetensors, describeSafetensorsIndex } from './safetensors-inspect.js';
 import { humanBytes } from './human-bytes.js';
+import { describeGguf } from './gguf-inspect.js';
+import { GGUF_MAGIC } from './gguf-format.js';
 
 interface InspectFormat {
   /** How the magic is shown in errors. */
@@ -38,6 +40,7 @@ const FORMATS: readonly InspectFormat[] = [
   { magic: '"KVCSNAP\\0"', name: 'kvcache snapshot', matches: hasSnapshotMagic, inspect: inspectSnapshot },
   { magic: 'u64 header length + \'{\'', name: 'safetensors', matches: looksLikeSafetensors, inspect: (p) => describeSafetensors(p) },
   { magic: '*.safetensors.index.json', name: 'sharded safetensors index', matches: (_h, p) => p.endsWith('.safetensors.index.json'), inspect: (p) => describeSafetensorsIndex(p) },
+  { magic: '"GGUF"', name: 'GGUF', matches: (h) => h.length >= 4 && new DataView(h.buffer, h.byteOffset, 4).getUint32(0, true) === GGUF_MAGIC, inspect: (p) => describeGguf(p) },
 ];
 
 /** Bytes enough to recognise any known format. */
@@ -54,7 +57,7 @@ function readHead(path: string): Uint8Array {
   }
 }
 
-/** A multi-line report of `path` (a kvcache snapshot, a safetensors file or index; GGUF later). */
+/** A multi-line report of `path` (a kvcache snapshot, a safetensors file or index, a GGUF file). */
 export function inspectFile(path: string): string {
   const head = readHead(path);
   const format = FORMATS.find((f) => f.matches(head, path));

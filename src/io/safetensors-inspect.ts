@@ -7,17 +7,10 @@ import { basename } from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
 import { SafetensorsCheckpoint } from './safetensors-index.js';
 import { SAFETENSORS_PREFIX_BYTES, type SafetensorsTensorInfo } from './safetensors-format.js';
-import { humanBytes } from './human-bytes.js';
+import { humanBytes, shortBytes } from './human-bytes.js';
 
 /** Tensors listed by default; the rest are counted. */
 export const INSPECT_DEFAULT_TENSORS = 20;
-
-
-function shortBytes(n: number): string {
-  const s = humanBytes(n);
-  const paren = s.indexOf('(');
-  return paren < 0 ? s : s.slice(paren + 1, -1);
-}
 
 /** "BF16 x 290 (942.4 MiB), F32 x 2 (...)": tensor count and bytes per dtype. */
 function dtypeSummary(tensors: readonly SafetensorsTensorInfo[]): string {
