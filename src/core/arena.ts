@@ -46,6 +46,8 @@ export class Arena {
   readonly maximumBytes: number;
   readonly reservedBytes: number;
   private brk: number;
+  /** End of the highest byte ever handed out: memory above it is still zero (never written). */
+  private highWater: number;
   private holes: Hole[] = [];
   private readonly sizes = new Map<number, number>(); // offset -> size of live allocations
   private used = 0;
@@ -67,6 +69,7 @@ export class Arena {
     this.memory = new WebAssembly.Memory({ initial: initialPages, maximum: maxPages, shared } as WebAssembly.MemoryDescriptor);
     this.maximumBytes = maxPages * PAGE_BYTES;
     this.brk = this.reservedBytes;
+    this.highWater = this.reservedBytes;
   }
 
   /** Bytes handed out and not yet freed. */
@@ -139,7 +142,12 @@ export class Arena {
     const offset = fromHole ?? this.extend(size, align, sizeBytes);
     this.sizes.set(offset, size);
     this.used += size;
-    this.bytes.fill(0, offset, offset + size);
+    // Memory above the high-water mark has never been handed out, and wasm memory grows
+    // zero-filled: only bytes below it need clearing (filling fresh pages would touch gigabytes
+    // of memory for nothing).
+    const dirtyEnd = Math.min(offset + size, this.highWater);
+    if (dirtyEnd > offset) this.bytes.fill(0, offset, dirtyEnd);
+    this.highWater = Math.max(this.highWater, offset + size);
     return offset;
   }
 

@@ -111,6 +111,10 @@ export function encodeArray(dtype: DType, src: ArrayLike<number>): Uint8Array {
   if (src.length % DTYPES[dtype].blockValues !== 0) {
     throw new ShapeError(`array length for ${dtype}`, `a multiple of ${DTYPES[dtype].blockValues}`, src.length);
   }
+  if (dtype === 'f32' && src instanceof Float32Array) {
+    // Typed arrays are little-endian on every platform WebAssembly runs on: f32 bytes are a copy.
+    return new Uint8Array(src.slice().buffer);
+  }
   const out = new Uint8Array(rowSizeBytes(dtype, src.length));
   encodeRow(dtype, src, 0, src.length, out, 0);
   return out;

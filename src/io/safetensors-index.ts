@@ -174,6 +174,10 @@ export class SafetensorsCheckpoint {
     return this.fileOf(name).readF32(name);
   }
 
+  readF32Range(name: string, elemStart: number, out: Float32Array): void {
+    this.fileOf(name).readF32Range(name, elemStart, out);
+  }
+
   /** Sum of all tensors' bytes. */
   get totalSizeBytes(): number {
     return this.files.reduce((s, f) => s + f.header.dataSizeBytes, 0);

@@ -151,6 +151,35 @@ export class SafetensorsFile {
     return out;
   }
 
+  /**
+   * Elements [elemStart, elemStart + out.length) of `name` (row-major) decoded to f32 into `out`,
+   * reading only those bytes: lets a loader stream a big matrix through a small buffer.
+   */
+  readF32Range(name: string, elemStart: number, out: Float32Array): void {
+    const dtype = this.weightDType(name);
+    const t = this.info(name);
+    const n = out.length;
+    if (!Number.isSafeInteger(elemStart) || elemStart < 0 || elemStart + n > t.nElements) {
+      throw new ShapeError(`element range of tensor "${name}"`, `[start, start + n) within its ${t.nElements} elements`, `[${elemStart}, ${elemStart + n})`);
+    }
+    const fd = this.handle();
+    if (dtype === 'f32') {
+      readExactly(fd, new Uint8Array(out.buffer, out.byteOffset, n * 4), 0, n * 4, t.offsetBytes + elemStart * 4, this.path);
+      return;
+    }
+    // The 2-byte patterns land in the upper half of out's own bytes, then widen in place front to
+    // back: element i's pattern (bytes 2n + 2i) is always read before element i's f32 overwrites it.
+    const bytes = new Uint8Array(out.buffer, out.byteOffset, n * 4);
+    readExactly(fd, bytes, n * 2, n * 2, t.offsetBytes + elemStart * 2, this.path);
+    const halves = new Uint16Array(out.buffer, out.byteOffset + n * 2, n); // [n] bit patterns
+    if (dtype === 'bf16') {
+      const bits = new Uint32Array(out.buffer, out.byteOffset, n);
+      for (let i = 0; i < n; i++) bits[i] = halves[i]! << 16;
+    } else {
+      for (let i = 0; i < n; i++) out[i] = f16BitsToF32(halves[i]!);
+    }
+  }
+
   /** Close the file; later reads throw DisposedError. Idempotent. */
   dispose(): void {
     if (this.fd !== null) {

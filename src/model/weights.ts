@@ -3,8 +3,9 @@
  * sharded), weight matrices converted to the requested dtype (f32, f16, bf16, q8_0, q4_0),
  * norms, biases and the RoPE table as f32. Returns what forward.ts reads.
  *
- * NOTE(1): Tensors stream one at a time (read as f32, encode, copy into the arena, drop), so
- *   peak JS memory is one tensor, not the checkpoint.
+ * NOTE(1): Matrices stream through one small f32 buffer (STREAM_CHUNK_VALUES): rows are read,
+ *   widened and encoded straight into their arena allocation, so peak JS memory is a few MiB and
+ *   no full-size temporary is ever touched (fresh pages cost more than the conversion).
  * NOTE(2): The tensor set is checked against the config before anything is allocated: missing,
  *   extra or wrongly shaped tensors are one FormatError naming them and the folder. A failure
  *   part-way (truncated file) frees every allocation made so far: nothing leaks.
@@ -13,13 +14,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Arena } from '../core/arena.js';
 import { defaultArena } from '../core/arena.js';
-import { encodeArray, parseDType, type DType } from '../core/dtype.js';
+import { checkRowLength, encodeRow, parseDType, rowSizeBytes, type DType } from '../core/dtype.js';
 import { ConfigError, FormatError } from '../core/errors.js';
 import { SafetensorsCheckpoint } from '../io/safetensors-index.js';
 import { parseModelConfigText, type ModelConfig } from './config.js';
 import { diffTensors, layerPrefix } from './expected-tensors.js';
 import { ropeInvFreq } from './rope-freqs.js';
 import type { ForwardShape, LayerWeights, LinearWeight, ModelWeights } from './weights-layout.js';
+
+/** f32 values per streamed chunk of a weight matrix (NOTE(1)): 4 MiB. */
+const STREAM_CHUNK_VALUES = 1 << 20;
 
 export interface LoadModelOptions {
   /** dtype of the weight matrices (and the embedding table). Default 'f32'. */
@@ -82,7 +86,27 @@ export function loadModel(dir: string, opts: LoadModelOptions = {}): LoadedModel
       const f = ckpt.readF32(name);
       return place(name, new Uint8Array(f.buffer, f.byteOffset, f.byteLength));
     };
-    const mat = (name: string, nOut: number, nIn: number): LinearWeight => ({ offsetBytes: place(name, encodeArray(wDtype, ckpt.readF32(name))), dtype: wDtype, nOut, nIn });
+    const scratch = new Float32Array(STREAM_CHUNK_VALUES); // rows of one matrix in flight, as f32
+    const mat = (name: string, nOut: number, nIn: number): LinearWeight => {
+      checkRowLength(wDtype, nIn, `${name} row length (its input features)`);
+      const rowBytes = rowSizeBytes(wDtype, nIn);
+      const off = arena.alloc(rowBytes * nOut);
+      allocations.push(off);
+      const rowsPerChunk = Math.max(1, Math.floor(STREAM_CHUNK_VALUES / nIn));
+      const buf = nIn > STREAM_CHUNK_VALUES ? new Float32Array(nIn) : scratch;
+      for (let r0 = 0; r0 < nOut; r0 += rowsPerChunk) {
+        const n = Math.min(rowsPerChunk, nOut - r0);
+        const rows = buf.subarray(0, n * nIn); // [n, nIn]
+        ckpt.readF32Range(name, r0 * nIn, rows);
+        const dst = off + r0 * rowBytes;
+        // Rows are whole blocks (nIn % 32 == 0 for quantized dtypes), so n rows encode as one run.
+        if (wDtype === 'f32') arena.f32.set(rows, dst / 4);
+        else encodeRow(wDtype, rows, 0, rows.length, arena.bytes, dst);
+      }
+      weightBytes += rowBytes * nOut;
+      opts.onProgress?.(++done, total, name);
+      return { offsetBytes: off, dtype: wDtype, nOut, nIn };
+    };
     const optVec = (name: string, present: boolean) => (present ? vec(name) : null);
     const c = config;
     const qDim = c.nHeads * c.headDim;
