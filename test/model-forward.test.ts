@@ -15,7 +15,8 @@ import { ropeInvFreq } from '../src/kernels/ref/rope.js';
 import { nmse } from '../src/kernels/tolerances.js';
 import { KernelRuntime } from '../src/kernels/wasm/runtime.js';
 import { StaticCache } from '../src/kv/static-cache.js';
-import { Forward, Workspace } from '../src/model/forward.js';
+import { Forward, Workspace, type BatchPart } from '../src/model/forward.js';
+import { DenseRowKV } from '../src/model/sequence-kv.js';
 import type { ForwardShape, LinearWeight, ModelWeights } from '../src/model/weights-layout.js';
 
 const SHAPE: ForwardShape = {
@@ -110,6 +111,53 @@ test('kernelsFor: WASM by default, the reference set under KVCACHE_KERNELS=ref',
   } finally {
     if (saved === undefined) delete process.env.KVCACHE_KERNELS;
     else process.env.KVCACHE_KERNELS = saved;
+    arena.dispose();
+  }
+});
+
+test('runBatch: a prefill chunk beside decode tokens of other sequences equals running each alone', () => {
+  const arena = new Arena({ maximumBytes: 1 << 28 });
+  try {
+    const ks = kernelsFor(arena, 2);
+    const weights = randomModel(arena, 'q8_0');
+    const mk = (batch: number) => new StaticCache({ nLayers: SHAPE.nLayers, nHeads: SHAPE.nHeads, nKvHeads: SHAPE.nKvHeads, headDim: SHAPE.headDim, maxSeqLen: 16, batchSize: batch, dtype: 'f16', layout: 'bhsd', arena });
+    // Alone: sequences A (prefill 5 then 1), B (prefill 3 then 1), C (prefill 2 then 3 more in one chunk).
+    const seqs = [[3, 17, 42, 8, 8], [1, 49, 20], [7, 7]];
+    const next = [[11], [12], [13, 14, 15]];
+    const alone: Float32Array[] = [];
+    for (let i = 0; i < 3; i++) {
+      const cache = mk(1);
+      const ws = new Workspace(ks, SHAPE, 8, 1);
+      const f = new Forward(ks, SHAPE, weights, ws);
+      f.run(Int32Array.from(seqs[i]!), 0, cache, 0, 0);
+      f.run(Int32Array.from(next[i]!), seqs[i]!.length, cache, 0, 1);
+      alone.push(logitsOf(ks, ws, 1));
+      ws.dispose();
+      cache.dispose();
+    }
+    // Batched: each prompt alone first (rows of one cache), then one step with all three parts.
+    const cache = mk(3);
+    const ws = new Workspace(ks, SHAPE, 8, 3);
+    const f = new Forward(ks, SHAPE, weights, ws);
+    for (let i = 0; i < 3; i++) f.run(Int32Array.from(seqs[i]!), 0, cache, i, 0);
+    const ids = Int32Array.from(next.flat());
+    const parts: BatchPart[] = [];
+    let start = 0;
+    for (let i = 0; i < 3; i++) {
+      parts.push({ start, n: next[i]!.length, pos0: seqs[i]!.length, kv: new DenseRowKV(cache, i), nLogits: 1 });
+      start += next[i]!.length;
+    }
+    f.runBatch(ids, parts);
+    const batched = logitsOf(ks, ws, 3);
+    for (let i = 0; i < 3; i++) {
+      const row = batched.subarray(i * SHAPE.vocab, (i + 1) * SHAPE.vocab);
+      assert.ok(nmse(row, alone[i]!) < 1e-10, `sequence ${i}: NMSE ${nmse(row, alone[i]!)}`);
+    }
+    assert.deepEqual([0, 1, 2].map((i) => cache.seqLen(0, i)), [6, 4, 5]);
+    // Parts must tile the step and start at each sequence's next position.
+    assert.throws(() => f.runBatch(ids, parts.slice(1)), /back to back/);
+    assert.throws(() => f.runBatch(ids, [{ ...parts[0]!, n: 5 }]), /next position|covered/);
+  } finally {
     arena.dispose();
   }
 });

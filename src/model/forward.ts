@@ -15,13 +15,17 @@
  *
  * NOTE(1): Every activation lives in one Workspace allocated once for `maxChunk` tokens, so the
  *   decode path allocates nothing per token (the positions array is reused too).
- * NOTE(2): K/V are appended through the cache's own appendRow from an f32 view of the arena
- *   (no copy): the cache encodes them to its dtype. For a 'bhsd' cache the chunk is transposed
- *   into a reused JS buffer first (append wants [nKvHeads, nNew, headDim] there).
+ * NOTE(2): K/V are appended through a SequenceKV (sequence-kv.ts) from an f32 view of the arena
+ *   (no copy): the cache encodes them to its dtype. Dense caches and paged caches both adapt.
+ * NOTE(3): runBatch runs several sequences in one step: the matmuls, norms and rope run over all
+ *   the step's tokens at once (every weight matrix read once per step, whatever the batch), and
+ *   only K/V append and attention go per sequence, each over its own cache view and positions.
+ *   Prefill chunks of one sequence may sit beside decode tokens of others.
  */
 import { DisposedError, ShapeError, checkInt } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
 import type { LayeredKVCache } from '../kv/types.js';
+import { DenseRowKV, type SequenceKV } from './sequence-kv.js';
 import type { ForwardShape, LayerWeights, LinearWeight, ModelWeights } from './weights-layout.js';
 
 /** Activation buffers (arena offsets, f32) for chunks of up to maxChunk tokens. */
@@ -75,10 +79,22 @@ export class Workspace {
   }
 }
 
+/** One sequence's share of a batched step: tokens [start, start + n) of the step's ids. */
+export interface BatchPart {
+  readonly start: number;
+  readonly n: number;
+  /** Position of the part's first token (must equal kv.nextPos()). */
+  readonly pos0: number;
+  readonly kv: SequenceKV;
+  /** Logits wanted for the part's last nLogits tokens (0..n). */
+  readonly nLogits: number;
+}
+
 export class Forward {
-  private transposeK = new Float32Array(0);
-  private transposeV = new Float32Array(0);
   private disposed = false;
+  /** The one part of run(), reused (no allocation per decode step); kv set before each use. */
+  private readonly single: { -readonly [K in keyof BatchPart]: BatchPart[K] }[] = [];
+  private readonly rowKV = new Map<LayeredKVCache, DenseRowKV[]>();
 
   constructor(
     readonly ks: KernelSet,
@@ -92,26 +108,64 @@ export class Forward {
    * K/V; logits of the last `nLogits` tokens land in ws.logits ([nLogits, vocab]).
    */
   run(ids: Int32Array, pos0: number, cache: LayeredKVCache, row: number, nLogits: number): void {
-    if (this.disposed) throw new DisposedError('model forward', 'a live model', 'a disposed model');
-    const T = ids.length;
-    checkInt('chunk length', T, 1, this.ws.maxChunk);
-    checkInt('nLogits', nLogits, 0, Math.min(T, this.ws.maxLogits));
-    if (cache.seqLen(0, row) !== pos0) throw new ShapeError(`cache length of row ${row} (must equal pos0)`, pos0, cache.seqLen(0, row));
-    const s = this.shape;
-    const ws = this.ws;
-    const pos = ws.positions.subarray(0, T);
-    for (let i = 0; i < T; i++) pos[i] = pos0 + i;
-    const e = this.weights.embed;
-    this.ks.embedding(e.offsetBytes, e.dtype, e.nOut, e.nIn, ids, ws.x);
-    for (let l = 0; l < s.nLayers; l++) this.layer(l, this.weights.layers[l]!, T, pos, cache, row);
-    if (nLogits > 0) {
-      const first = ws.x + (T - nLogits) * s.hidden * 4;
-      this.ks.rmsnorm(first, this.weights.norm, ws.xn, nLogits, s.hidden, s.rmsEps);
-      this.linear(this.weights.lmHead, ws.xn, nLogits, ws.logits, null);
-    }
+    let rows = this.rowKV.get(cache);
+    if (rows === undefined) this.rowKV.set(cache, (rows = []));
+    const kv = (rows[row] ??= new DenseRowKV(cache, row));
+    const part = (this.single[0] ??= { start: 0, n: 0, pos0: 0, kv, nLogits: 0 });
+    part.n = ids.length;
+    part.pos0 = pos0;
+    part.kv = kv;
+    part.nLogits = nLogits;
+    this.runBatch(ids, this.single);
   }
 
-  private layer(l: number, w: LayerWeights, T: number, pos: Int32Array, cache: LayeredKVCache, row: number): void {
+  /**
+   * One step over several sequences (NOTE(3)): `ids` holds every part's tokens back to back; each
+   * weight matrix is read once for all of them. Logits rows land in ws.logits in part order
+   * ([sum of nLogits, vocab]).
+   */
+  runBatch(ids: Int32Array, parts: readonly BatchPart[]): void {
+    if (this.disposed) throw new DisposedError('model forward', 'a live model', 'a disposed model');
+    const T = ids.length;
+    checkInt('step length', T, 1, this.ws.maxChunk);
+    const s = this.shape;
+    const ws = this.ws;
+    let covered = 0;
+    let nLogits = 0;
+    for (const p of parts) {
+      if (p.start !== covered) throw new ShapeError('batch parts (back to back from token 0)', `start ${covered}`, p.start);
+      checkInt('batch part length', p.n, 1, T - covered);
+      checkInt('nLogits', p.nLogits, 0, p.n);
+      if (p.kv.nextPos() !== p.pos0) throw new ShapeError('batch part pos0 (must equal the sequence\'s next position)', p.kv.nextPos(), p.pos0);
+      for (let i = 0; i < p.n; i++) ws.positions[p.start + i] = p.pos0 + i;
+      covered += p.n;
+      nLogits += p.nLogits;
+    }
+    if (covered !== T) throw new ShapeError('tokens covered by the batch parts', T, covered);
+    checkInt('logits rows of the step', nLogits, 0, ws.maxLogits);
+    const pos = ws.positions.subarray(0, T);
+    const e = this.weights.embed;
+    this.ks.embedding(e.offsetBytes, e.dtype, e.nOut, e.nIn, ids, ws.x);
+    for (let l = 0; l < s.nLayers; l++) this.layer(l, this.weights.layers[l]!, T, pos, parts);
+    if (nLogits > 0) this.logits(parts, nLogits);
+  }
+
+  /** Gather the rows that want logits into xn, then final norm and lm_head over them. */
+  private logits(parts: readonly BatchPart[], nLogits: number): void {
+    const { ws, shape: s } = this;
+    const f32 = this.ks.arena.f32;
+    let r = 0;
+    for (const p of parts) {
+      if (p.nLogits === 0) continue;
+      const from = (ws.x >> 2) + (p.start + p.n - p.nLogits) * s.hidden;
+      f32.copyWithin((ws.xn >> 2) + r * s.hidden, from, from + p.nLogits * s.hidden);
+      r += p.nLogits;
+    }
+    this.ks.rmsnorm(ws.xn, this.weights.norm, ws.xn, nLogits, s.hidden, s.rmsEps);
+    this.linear(this.weights.lmHead, ws.xn, nLogits, ws.logits, null);
+  }
+
+  private layer(l: number, w: LayerWeights, T: number, pos: Int32Array, parts: readonly BatchPart[]): void {
     const { ks, ws, shape: s } = this;
     ks.rmsnorm(ws.x, w.attnNorm, ws.xn, T, s.hidden, s.rmsEps);
     this.linear(w.q, ws.xn, T, ws.q, w.qBias);
@@ -120,9 +174,17 @@ export class Forward {
     if (w.qNorm !== null) ks.rmsnorm(ws.q, w.qNorm, ws.q, T * s.nHeads, s.headDim, s.rmsEps);
     if (w.kNorm !== null) ks.rmsnorm(ws.k, w.kNorm, ws.k, T * s.nKvHeads, s.headDim, s.rmsEps);
     ks.rope(ws.q, s.nHeads, ws.k, s.nKvHeads, T, s.headDim, pos, this.weights.invFreq, s.rotaryDim, s.ropePairing);
-    this.appendKV(l, T, cache, row);
-    const view = cache.view(l, row);
-    ks.attention(ws.q, ws.attn, ws.lse, pos, s.nHeads, view, { window: s.layerWindows[l]! });
+    const qDim = s.nHeads * s.headDim;
+    const kvDim = s.nKvHeads * s.headDim;
+    const f32 = ks.arena.f32;
+    for (const p of parts) {
+      // K/V are written before attention: a chunk's queries see their own keys (causal by position).
+      const k = f32.subarray((ws.k >> 2) + p.start * kvDim, (ws.k >> 2) + (p.start + p.n) * kvDim); // [n, nKvHeads, headDim]
+      const v = f32.subarray((ws.v >> 2) + p.start * kvDim, (ws.v >> 2) + (p.start + p.n) * kvDim);
+      p.kv.append(l, k, v, p.n);
+      ks.attention(ws.q + p.start * qDim * 4, ws.attn + p.start * qDim * 4, ws.lse + p.start * s.nHeads * 4,
+        pos.subarray(p.start, p.start + p.n), s.nHeads, p.kv.view(l), { window: s.layerWindows[l]! });
+    }
     this.linear(w.o, ws.attn, T, ws.xn, w.oBias);
     ks.add(ws.x, ws.xn, ws.x, T * s.hidden);
     ks.rmsnorm(ws.x, w.ffnNorm, ws.xn, T, s.hidden, s.rmsEps);
@@ -138,32 +200,8 @@ export class Forward {
     if (bias !== null) this.ks.addBias(yOff, bias, T, w.nOut);
   }
 
-  private appendKV(l: number, T: number, cache: LayeredKVCache, row: number): void {
-    const s = this.shape;
-    const n = T * s.nKvHeads * s.headDim;
-    const f32 = this.ks.arena.f32;
-    let k = f32.subarray(this.ws.k / 4, this.ws.k / 4 + n); // [T, nKvHeads, headDim]
-    let v = f32.subarray(this.ws.v / 4, this.ws.v / 4 + n);
-    if (cache.layout === 'bhsd' && T > 1) {
-      if (this.transposeK.length < n) {
-        this.transposeK = new Float32Array(n);
-        this.transposeV = new Float32Array(n);
-      }
-      k = transposeTokensHeads(k, this.transposeK.subarray(0, n), T, s.nKvHeads, s.headDim);
-      v = transposeTokensHeads(v, this.transposeV.subarray(0, n), T, s.nKvHeads, s.headDim);
-    }
-    cache.appendRow(l, row, k, v);
-  }
-
   dispose(): void {
     this.disposed = true;
+    this.rowKV.clear();
   }
-}
-
-/** [T, H, D] -> [H, T, D]. */
-function transposeTokensHeads(src: Float32Array, dst: Float32Array, T: number, H: number, D: number): Float32Array {
-  for (let t = 0; t < T; t++) {
-    for (let h = 0; h < H; h++) dst.set(src.subarray((t * H + h) * D, (t * H + h + 1) * D), (h * T + t) * D);
-  }
-  return dst;
 }
