@@ -43,10 +43,25 @@ export { expectedTensors, diffTensors } from './model/expected-tensors.js';
 export { makeModel } from './model/make-model.js';
 export { TextTokenizer } from './model/tokenizer.js';
 export { refForward } from './model/ref-forward.js';
-export { Forward, Workspace } from './model/forward.js';
+export { Forward, Workspace, type BatchPart } from './model/forward.js';
+export { DenseRowKV, type SequenceKV } from './model/sequence-kv.js';
+export { PagedSession, type PagedSessionOptions, type StepItem } from './model/paged-session.js';
+export { modelFingerprint } from './model/fingerprint.js';
+export { parseGenerationConfig, loadGenerationConfig, GREEDY_DEFAULTS, type GenerationDefaults } from './model/generation-config.js';
 export type { ModelWeights, LayerWeights, LinearWeight, ForwardShape } from './model/weights-layout.js';
 export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './generate/sampler.js';
 export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } from './model/weights.js';
 export { LanguageModel, type LanguageModelOptions } from './model/language-model.js';
 export { generate, generateWithoutCache, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';
 export { exportGguf, type GgufExportOptions } from './model/gguf-export.js';
+export { generateMany, type ManyEvent } from './generate/generate-many.js';
+export { TokenStream } from './generate/token-stream.js';
+export { runE2EBench, e2eTables, benchPrompt, type E2EBenchOptions, type E2EResult, type E2ERun, type E2ESpeedup } from './generate/e2e-bench.js';
+// ---- Paged KV cache (issue 5): block pool, block storage, block hashes, prefix index, sequences ----
+export { PagedKVCache, MAX_PAGED_POSITION, type SeqAddOptions, type SeqAddResult, type PagedRows } from './kv/paged/paged-cache.js';
+export { DEFAULT_BLOCK_LEN, resolvePagedConfig, type PagedKVCacheConfig, type PagedRopeConfig, type ResolvedPagedConfig, type ResolvedRopeConfig } from './kv/paged/paged-config.js';
+export { BlockPool, NULL_BLOCK, type BlockPoolConfig } from './kv/paged/block-pool.js';
+export { BlockStorage, type BlockStorageConfig, type KeyRotation } from './kv/paged/block-storage.js';
+export { PrefixIndex, type PrefixMatch } from './kv/paged/prefix-index.js';
+export { BlockHasher, sha256, sha256Hex, bytesToHex, checkTokenIds, BLOCK_HASH_DOMAIN, ROOT_PARENT_HASH, type BlockHashContext } from './kv/paged/block-hash.js';
+// ---- end paged KV cache ----

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Arena } from '../src/core/arena.js';
-import { ConfigError } from '../src/core/errors.js';
+import { ConfigError, StateError } from '../src/core/errors.js';
 import { generate, generateWithoutCache, type GenerateEvent, type GenerateOptions, type GenerateSummary } from '../src/generate/generate.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import { makeModel } from '../src/model/make-model.js';
@@ -94,5 +94,17 @@ test('seeded sampling repeats; stops on eos, stop strings and abort', async () =
     assert.equal(rest.summary.tokens.length, 1);
     await assert.rejects(collect(generate(lm, [], {})), ConfigError);
     await assert.rejects(collect(generate(lm, PROMPT, { maxTokens: 100 })), /at most the cache's 64 positions/);
+  });
+});
+
+test('two generations interleaved on one model: the older one fails loudly instead of mixing K/V', async () => {
+  await withModel({}, async (lm) => {
+    const a = generate(lm, PROMPT, { maxTokens: 5, eosIds: [] });
+    await a.next();
+    const b = generate(lm, PROMPT.slice(0, 4), { maxTokens: 5, eosIds: [] });
+    await b.next();
+    await assert.rejects(a.next(), (e: unknown) => e instanceof StateError && /generateMany/.test((e as Error).message));
+    const rest = await collect(b);
+    assert.equal(rest.summary.tokens.length, 5, 'the newer generation runs on');
   });
 });

@@ -46,12 +46,14 @@ export class LanguageModel {
   readonly ks: KernelSet;
   private kvCache: StaticCache;
   private seqCapacity: number;
-  private readonly model: LoadedModel;
+  /** The weights in the arena (shared by every cache and session of this model). */
+  readonly model: LoadedModel;
   private readonly ws: Workspace;
   private readonly forward: Forward;
   private readonly logits: Float32Array; // [vocab]
   private readonly idsBuf: Int32Array; // [chunk] ids of the chunk being run
   private disposed = false;
+  private cacheOwner: object | null = null;
 
   private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, generation: GenerationDefaults, opts: LanguageModelOptions) {
     this.model = model;
@@ -154,6 +156,20 @@ export class LanguageModel {
     const off = this.ws.logits / 4;
     this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
     return this.logits;
+  }
+
+  /**
+   * Take the single-sequence cache for a new generation: returns a token that `ownsCache`
+   * recognises until someone claims the cache again. generate() checks it every step, so two
+   * generations interleaved on one model fail loudly instead of mixing their K/V.
+   */
+  claimCache(): object {
+    this.cacheOwner = {};
+    return this.cacheOwner;
+  }
+
+  ownsCache(token: object): boolean {
+    return this.cacheOwner === token;
   }
 
   /** Bytes of KV held for the current sequence. */
