@@ -10,21 +10,26 @@ import { spawnSync } from 'node:child_process';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-test('README usage example runs and prints what its comments say', () => {
+test('README usage examples run and print what their comments say', () => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const m = /```ts\n([\s\S]*?)```/.exec(readme);
-  assert.ok(m, 'README has a ```ts block');
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.ok(blocks.length >= 2, 'README has its ```ts blocks');
   const dir = mkdtempSync(join(tmpdir(), 'kvcache-readme-'));
   try {
     const index = pathToFileURL(join(root, 'dist/src/index.js')).href;
-    const code = m[1]!.replace(/from 'kvcache'/g, `from '${index}'`).replace(/\/tmp\/demo\.kvsnap/g, join(dir, 'demo.kvsnap'));
-    const file = join(dir, 'example.mjs');
-    writeFileSync(file, code);
-    const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    const expected = [...code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)].map((x) => x[1]!.trim());
-    assert.ok(expected.length >= 3);
-    assert.deepEqual(r.stdout.trim().split('\n'), expected);
+    blocks.forEach((block, i) => {
+      const code = block
+        .replace(/from 'kvcache'/g, `from '${index}'`)
+        .replace(/\/tmp\/demo\.kvsnap/g, join(dir, 'demo.kvsnap'))
+        .replace(/\/tmp\/kvcache-tiny/g, join(dir, 'tiny'));
+      const file = join(dir, `example${i}.mjs`);
+      writeFileSync(file, code);
+      const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `block ${i}: ${r.stderr}`);
+      const expected = [...code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)].map((x) => x[1]!.trim());
+      assert.ok(expected.length >= 3, `block ${i} checks at least 3 outputs`);
+      assert.deepEqual(r.stdout.trim().split('\n'), expected, `block ${i}`);
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

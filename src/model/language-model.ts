@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Arena } from '../core/arena.js';
 import { defaultArena } from '../core/arena.js';
 import { parseDType, type DType } from '../core/dtype.js';
-import { checkInt, DisposedError } from '../core/errors.js';
+import { checkInt, ConfigError, DisposedError } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
 import { kernelsFor } from '../kernels/registry.js';
 import { StaticCache } from '../kv/static-cache.js';
@@ -125,6 +125,12 @@ export class LanguageModel {
       model.dispose();
       throw e;
     }
+  }
+
+  /** Token ids of `text` with the checkpoint's tokenizer; ConfigError when the folder has none. */
+  encode(text: string): number[] {
+    if (!this.tokenizer) throw new ConfigError(`${this.model.dir}/tokenizer.json`, 'a tokenizer to encode text (or pass token ids)', 'no tokenizer.json');
+    return this.tokenizer.encode(text);
   }
 
   /** Forget the sequence (the cache's storage is kept). */
