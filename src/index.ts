@@ -65,3 +65,8 @@ export { BlockStorage, type BlockStorageConfig, type KeyRotation } from './kv/pa
 export { PrefixIndex, type PrefixMatch } from './kv/paged/prefix-index.js';
 export { BlockHasher, sha256, sha256Hex, bytesToHex, checkTokenIds, BLOCK_HASH_DOMAIN, ROOT_PARENT_HASH, type BlockHashContext } from './kv/paged/block-hash.js';
 // ---- end paged KV cache ----
+// ---- Paged KV cache snapshots (issue 5): prefix cache and single sequences ----
+export { PAGED_PREFIX_SNAPSHOT_KIND, PREFIX_RECORD_BYTES, savePrefixCache, loadPrefixCache, encodePrefixCache, decodePrefixCache, prefixFromSnapshot, prefixSaveOrder, type LoadPrefixResult, type PrefixBlockEntry, type PrefixSnapshotMeta } from './kv/paged/paged-snapshot.js';
+export { PAGED_SEQUENCE_SNAPSHOT_KIND, saveSequence, loadSequence, encodeSequence, decodeSequence, sequenceFromSnapshot, type SequenceSnapshotMeta } from './kv/paged/seq-snapshot.js';
+export { PAGED_SNAPSHOT_FORMAT_VERSION, SnapshotMismatchError, type PagedIdentityMeta } from './kv/paged/paged-snapshot-meta.js';
+// ---- end paged KV cache snapshots ----

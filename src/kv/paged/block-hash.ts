@@ -163,6 +163,8 @@ function putU32(buf: Uint8Array, off: number, v: number): number {
  */
 export class BlockHasher {
   readonly blockLen: number;
+  /** The context every hash of this hasher covers (snapshots record a sequence's namespace from it). */
+  readonly context: Readonly<BlockHashContext>;
   /** [16 + 32 + context bytes + 4 + 4 * blockLen] the hash input; the parent is at 16..48. */
   private readonly input: Uint8Array;
   /** Offset of the nTokens field in `input`. */
@@ -170,6 +172,7 @@ export class BlockHasher {
 
   constructor(context: BlockHashContext, blockLen: number) {
     this.blockLen = blockLen;
+    this.context = Object.freeze({ fingerprint: context.fingerprint, kDtype: context.kDtype, vDtype: context.vDtype, namespace: context.namespace });
     const fields = [context.fingerprint, context.kDtype, context.vDtype, context.namespace].map((s) => utf8.encode(s));
     const ctxBytes = fields.reduce((n, f) => n + 4 + f.length, 0);
     this.tokensAt = 16 + 32 + ctxBytes;

@@ -129,6 +129,31 @@ export class BlockStorage {
   }
 
   /**
+   * Snapshot support (paged-snapshot.ts): the raw stored bytes of one block of one layer's K or V,
+   * [nKvHeads, blockLen, rowBytes], as a view into the arena: no (de)quantization, writable (a
+   * load copies saved bytes in). Valid until the arena grows (NOTE(4)).
+   */
+  blockView(layer: number, which: 'k' | 'v', block: number): Uint8Array {
+    this.checkLive();
+    assert(layer >= 0 && layer < this.nLayers && block > 0 && block < this.nBlocks, `raw view of layer ${layer} block ${block}`);
+    const size = which === 'k' ? this.kBlockBytes : this.vBlockBytes;
+    const at = which === 'k' ? this.kOffset(layer, block, 0) : this.vOffset(layer, block, 0);
+    return this.arena.bytes.subarray(at, at + size);
+  }
+
+  /**
+   * Snapshot support: the raw bytes of slots [slot0, slot0 + n) of one head of `block`,
+   * [n, rowBytes] (contiguous: head-major, NOTE(1)); a writable arena view like blockView.
+   */
+  rowsView(layer: number, which: 'k' | 'v', block: number, head: number, slot0: number, n: number): Uint8Array {
+    this.checkLive();
+    assert(layer >= 0 && layer < this.nLayers && block > 0 && block < this.nBlocks && head >= 0 && head < this.nKvHeads && slot0 >= 0 && n >= 0 && slot0 + n <= this.blockLen, `raw view of slots [${slot0}, ${slot0 + n}) of head ${head}, block ${block}`);
+    const k = which === 'k';
+    const at = (k ? this.kOffset(layer, block, slot0) : this.vOffset(layer, block, slot0)) + head * (k ? this.kHeadStrideBytes : this.vHeadStrideBytes);
+    return this.arena.bytes.subarray(at, at + n * (k ? this.kRowBytes : this.vRowBytes));
+  }
+
+  /**
    * Encode tokens [t0, t0 + n) of k and v ([nTokens, nKvHeads, headDim] f32) into slots
    * [slot0, slot0 + n) of `block` in `layer` (quantizing for q8_0 / q4_0).
    */

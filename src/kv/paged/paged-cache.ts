@@ -338,6 +338,29 @@ export class PagedKVCache {
     for (const [, b] of this.prefixIndex.entries()) unregister(this.parts, b);
   }
 
+  get isDisposed(): boolean { return this.disposed; }
+
+  /** Snapshot support (seq-snapshot.ts): a live sequence's bookkeeping, to read only; no open reservation. */
+  sequenceState(seq: number): Sequence {
+    const s = this.seq(seq);
+    this.checkNoReservation(s, 'saving');
+    return s;
+  }
+
+  /**
+   * Snapshot support: a new sequence whose runs `fill` sets on blocks the caller allocated (one
+   * pool reference per distinct block). With chainOk and tokenIds left set by fill (a pristine
+   * chain), its full blocks are hashed and indexed as commit does. Returns the new id.
+   */
+  adoptSequence(namespace: string, fill: (s: Sequence) => void): number {
+    this.checkLive();
+    const s = new Sequence(this.nextSeqId, this.hasherFor(namespace), this.config.nLayers);
+    fill(s);
+    if (s.chainOk) this.hashFullBlocks(s);
+    this.seqs.set(this.nextSeqId++, s);
+    return s.id;
+  }
+
   /** Frees the storage; every later call throws DisposedError. */
   dispose(): void {
     if (this.disposed) return;
@@ -362,9 +385,10 @@ export class PagedKVCache {
     const L = this.config.blockLen;
     for (let j = s.chainHashes.length; (j + 1) * L <= s.nTokens; j++) {
       assert(s.runSlot[j] === 0 && s.runLen[j] === L && s.runPos[j] === j * L, `sequence ${s.id}: run ${j} is not block ${j} of a pristine chain`);
-      const h = s.hasher.hash(j === 0 ? ROOT_PARENT_HASH : s.chainHashes[j - 1]!, s.tokenIds, j * L);
+      const parent = j === 0 ? ROOT_PARENT_HASH : s.chainHashes[j - 1]!;
+      const h = s.hasher.hash(parent, s.tokenIds, j * L);
       const block = s.runBlock[j]!;
-      if (this.prefixIndex.register(h, block)) this.pool.setCached(block, true);
+      if (this.prefixIndex.register(h, block, parent)) this.pool.setCached(block, true);
       s.chainHashes.push(h);
     }
   }

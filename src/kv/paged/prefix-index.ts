@@ -30,9 +30,16 @@ export class PrefixIndex {
   private readonly byHash = new Map<string, number>();
   /** [nBlocks] the hash each block is registered under, or null. */
   private readonly hashOfBlock: (string | null)[];
+  /**
+   * [nBlocks] the parent hash each registered block was registered with (ROOT_PARENT_HASH for a
+   * sequence's first block), or null when the registrar did not say. Snapshots use it to rebuild
+   * chains (paged-snapshot.ts); lookups never read it.
+   */
+  private readonly parentOfBlock: (string | null)[];
 
   constructor(nBlocks: number) {
     this.hashOfBlock = new Array<string | null>(nBlocks).fill(null);
+    this.parentOfBlock = new Array<string | null>(nBlocks).fill(null);
   }
 
   /** Number of registered blocks. */
@@ -50,14 +57,21 @@ export class PrefixIndex {
     return this.hashOfBlock[block] ?? null;
   }
 
+  /** The parent hash `block` was registered with (snapshots), or null when unknown or not registered. */
+  parentOf(block: number): string | null {
+    return this.parentOfBlock[block] ?? null;
+  }
+
   /**
-   * Register a full block under its hash. Returns false (nothing changed) when the hash already
-   * names another block (NOTE(2)) or the block is already registered.
+   * Register a full block under its hash (and, for snapshots, the hash of its parent block).
+   * Returns false (nothing changed) when the hash already names another block (NOTE(2)) or the
+   * block is already registered.
    */
-  register(hash: string, block: number): boolean {
+  register(hash: string, block: number, parent: string | null = null): boolean {
     if (this.byHash.has(hash) || this.hashOfBlock[block] !== null) return false;
     this.byHash.set(hash, block);
     this.hashOfBlock[block] = hash;
+    this.parentOfBlock[block] = parent;
     return true;
   }
 
@@ -67,6 +81,7 @@ export class PrefixIndex {
     if (h === null || h === undefined) return;
     this.byHash.delete(h);
     this.hashOfBlock[block] = null;
+    this.parentOfBlock[block] = null;
   }
 
   /**
