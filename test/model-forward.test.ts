@@ -16,7 +16,7 @@ import { nmse } from '../src/kernels/tolerances.js';
 import { KernelRuntime } from '../src/kernels/wasm/runtime.js';
 import { StaticCache } from '../src/kv/static-cache.js';
 import { Forward, Workspace, type BatchPart } from '../src/model/forward.js';
-import { DenseRowKV } from '../src/model/sequence-kv.js';
+import { DenseRowKV, type SequenceKV } from '../src/model/sequence-kv.js';
 import type { ForwardShape, LinearWeight, ModelWeights } from '../src/model/weights-layout.js';
 
 const SHAPE: ForwardShape = {
@@ -157,6 +157,50 @@ test('runBatch: a prefill chunk beside decode tokens of other sequences equals r
     // Parts must tile the step and start at each sequence's next position.
     assert.throws(() => f.runBatch(ids, parts.slice(1)), /back to back/);
     assert.throws(() => f.runBatch(ids, [{ ...parts[0]!, n: 5 }]), /next position|covered/);
+  } finally {
+    arena.dispose();
+  }
+});
+
+test('a sequence seen as two views (split positions) gives the logits of one view (LSE merge)', () => {
+  const arena = new Arena({ maximumBytes: 1 << 28 });
+  try {
+    const ks = kernelsFor(arena, 2);
+    const weights = randomModel(arena, 'f32');
+    const mk = () => new StaticCache({ nLayers: SHAPE.nLayers, nHeads: SHAPE.nHeads, nKvHeads: SHAPE.nKvHeads, headDim: SHAPE.headDim, maxSeqLen: 16, dtype: 'f16', layout: 'bshd', arena });
+    const runWith = (kvOf: (cache: StaticCache) => SequenceKV): Float32Array => {
+      const cache = mk();
+      const ws = new Workspace(ks, SHAPE, 8, 1);
+      const f = new Forward(ks, SHAPE, weights, ws);
+      const kv = kvOf(cache);
+      f.runBatch(IDS.subarray(0, 6), [{ start: 0, n: 6, pos0: 0, kv, nLogits: 0 }]);
+      f.runBatch(IDS.subarray(6, 8), [{ start: 0, n: 2, pos0: 6, kv, nLogits: 1 }]);
+      const out = logitsOf(ks, ws, 1);
+      ws.dispose();
+      cache.dispose();
+      return out;
+    };
+    const one = runWith((c) => new DenseRowKV(c, 0));
+    /** The row's single segment cut at position 3 into two views. */
+    const split = (c: StaticCache): SequenceKV => {
+      const base = new DenseRowKV(c, 0);
+      return {
+        nextPos: () => base.nextPos(),
+        append: (l, k, v, n) => base.append(l, k, v, n),
+        view: (l) => base.view(l),
+        views: (l) => {
+          const v = base.view(l);
+          const seg = v.segments[0]!;
+          const m = Math.min(3, seg.nTokens);
+          const a = { ...v, nTokens: m, segments: [{ ...seg, nTokens: m }] };
+          const b = { ...v, nTokens: seg.nTokens - m, segments: [{ kOffsetBytes: seg.kOffsetBytes + m * v.kTokenStrideBytes, vOffsetBytes: seg.vOffsetBytes + m * v.vTokenStrideBytes, nTokens: seg.nTokens - m, pos0: seg.pos0 + m }] };
+          return [a, b];
+        },
+      };
+    };
+    const two = runWith(split);
+    assert.ok(nmse(two, one) < 1e-10, `NMSE ${nmse(two, one)}`);
+    assert.ok(nmse(one, new Float32Array(one.length)) > 0.5, 'logits are not trivially zero');
   } finally {
     arena.dispose();
   }

@@ -21,10 +21,14 @@
  *   the step's tokens at once (every weight matrix read once per step, whatever the batch), and
  *   only K/V append and attention go per sequence, each over its own cache view and positions.
  *   Prefill chunks of one sequence may sit beside decode tokens of others.
+ * NOTE(4): A SequenceKV may expose several views (views(layer), e.g. KIVI: a quantized history
+ *   and a full-precision recent window, each one dtype): attention runs per view and the parts
+ *   merge exactly through their LSE (kernels/ref/merge.ts; O(tokens x heads x headDim), cheap).
  */
 import { DisposedError, ShapeError, checkInt } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
 import type { LayeredKVCache } from '../kv/types.js';
+import { mergeAttentionInto } from '../kernels/ref/merge.js';
 import { DenseRowKV, type SequenceKV } from './sequence-kv.js';
 import type { ForwardShape, LayerWeights, LinearWeight, ModelWeights } from './weights-layout.js';
 
@@ -39,6 +43,8 @@ export class Workspace {
   readonly v: number; // [maxChunk, nKvHeads * headDim]
   readonly attn: number; // [maxChunk, nHeads * headDim]
   readonly lse: number; // [maxChunk, nHeads]
+  readonly attnPart: number; // [maxChunk, nHeads * headDim] attention over a sequence's second view (merged into attn)
+  readonly lsePart: number; // [maxChunk, nHeads]
   readonly gate: number; // [maxChunk, intermediate]
   readonly up: number; // [maxChunk, intermediate]
   readonly logits: number; // [maxLogits, vocab]
@@ -67,6 +73,8 @@ export class Workspace {
     this.v = f(maxChunk * kvDim);
     this.attn = f(maxChunk * qDim);
     this.lse = f(maxChunk * s.nHeads);
+    this.attnPart = f(maxChunk * qDim);
+    this.lsePart = f(maxChunk * s.nHeads);
     this.gate = f(maxChunk * s.intermediate);
     this.up = f(maxChunk * s.intermediate);
     this.logits = f(this.maxLogits * s.vocab);
@@ -182,8 +190,7 @@ export class Forward {
       const k = f32.subarray((ws.k >> 2) + p.start * kvDim, (ws.k >> 2) + (p.start + p.n) * kvDim); // [n, nKvHeads, headDim]
       const v = f32.subarray((ws.v >> 2) + p.start * kvDim, (ws.v >> 2) + (p.start + p.n) * kvDim);
       p.kv.append(l, k, v, p.n);
-      ks.attention(ws.q + p.start * qDim * 4, ws.attn + p.start * qDim * 4, ws.lse + p.start * s.nHeads * 4,
-        pos.subarray(p.start, p.start + p.n), s.nHeads, p.kv.view(l), { window: s.layerWindows[l]! });
+      this.attend(l, p, pos.subarray(p.start, p.start + p.n));
     }
     this.linear(w.o, ws.attn, T, ws.xn, w.oBias);
     ks.add(ws.x, ws.xn, ws.x, T * s.hidden);
@@ -193,6 +200,34 @@ export class Forward {
     ks.siluMul(ws.gate, ws.up, ws.gate, T * s.intermediate);
     this.linear(w.down, ws.gate, T, ws.xn, null);
     ks.add(ws.x, ws.xn, ws.x, T * s.hidden);
+  }
+
+  /**
+   * Attention of one part's queries over its sequence's K/V. A sequence stored in several views
+   * (a quantized history beside a full-precision recent window) is attended view by view and the
+   * partial results merged exactly by their log-sum-exp (NOTE(4)).
+   */
+  private attend(l: number, p: BatchPart, pos: Int32Array): void {
+    const { ks, ws, shape: s } = this;
+    const qDim = s.nHeads * s.headDim;
+    const q = ws.q + p.start * qDim * 4;
+    const out = ws.attn + p.start * qDim * 4;
+    const lse = ws.lse + p.start * s.nHeads * 4;
+    const opts = { window: s.layerWindows[l]! };
+    const views = p.kv.views?.(l);
+    if (views === undefined || views.length === 0) {
+      ks.attention(q, out, lse, pos, s.nHeads, p.kv.view(l), opts);
+      return;
+    }
+    ks.attention(q, out, lse, pos, s.nHeads, views[0]!, opts);
+    const f32 = ks.arena.f32;
+    const nOut = p.n * qDim;
+    const nLse = p.n * s.nHeads;
+    for (let i = 1; i < views.length; i++) {
+      ks.attention(q, ws.attnPart, ws.lsePart, pos, s.nHeads, views[i]!, opts);
+      mergeAttentionInto(f32.subarray(out >> 2, (out >> 2) + nOut), f32.subarray(lse >> 2, (lse >> 2) + nLse),
+        f32.subarray(ws.attnPart >> 2, (ws.attnPart >> 2) + nOut), f32.subarray(ws.lsePart >> 2, (ws.lsePart >> 2) + nLse), s.headDim);
+    }
   }
 
   private linear(w: LinearWeight, xOff: number, T: number, yOff: number, bias: number | null): void {

@@ -12,6 +12,12 @@ export interface SequenceKV {
   /** Append K and V of `nTokens` new tokens, each [nTokens, nKvHeads, headDim] f32 (may be arena views). */
   append(layer: number, k: Float32Array, v: Float32Array, nTokens: number): void;
   view(layer: number): KVView;
+  /**
+   * Optional: the sequence's rows as several views over disjoint positions (each with its own
+   * dtypes); the forward pass attends over each and merges by LSE. When present it is used
+   * instead of view().
+   */
+  views?(layer: number): readonly KVView[];
 }
 
 /**

@@ -25,28 +25,39 @@ export function mergeAttention(a: AttentionResult, b: AttentionResult, headDim: 
   if (a.out.length !== rows * headDim) {
     throw new ShapeError(`mergeAttention out length ([rows, headDim] = [${rows}, ${headDim}])`, rows * headDim, a.out.length);
   }
-  const out = new Float32Array(rows * headDim); // [rows, headDim]
-  const lse = new Float32Array(rows); // [rows]
+  const out = Float32Array.from(a.out); // [rows, headDim]
+  const lse = Float32Array.from(a.lse); // [rows]
+  mergeAttentionInto(out, lse, b.out, b.lse, headDim);
+  return { out, lse };
+}
+
+/**
+ * The same merge in place: (outA, lseA) becomes the merge of A and B. The arrays may be views of
+ * the arena (the forward pass merges a quantized history with a full-precision recent window).
+ * outA/outB [rows, headDim], lseA/lseB [rows]; shapes are the caller's contract (no checks: hot).
+ */
+export function mergeAttentionInto(outA: Float32Array, lseA: Float32Array, outB: Float32Array, lseB: Float32Array, headDim: number): void {
+  const rows = lseA.length;
   for (let r = 0; r < rows; r++) {
-    const la = a.lse[r]!;
-    const lb = b.lse[r]!;
+    const la = lseA[r]!;
+    const lb = lseB[r]!;
     const m = Math.max(la, lb);
+    const o = r * headDim;
     if (m === -Infinity) {
-      lse[r] = -Infinity; // out row stays 0
+      lseA[r] = -Infinity;
+      for (let d = 0; d < headDim; d++) outA[o + d] = 0;
       continue;
     }
     const wa = Math.exp(la - m); // 0 exactly when la = -Infinity
     const wb = Math.exp(lb - m);
     const sum = wa + wb;
-    lse[r] = m + Math.log(sum);
+    lseA[r] = m + Math.log(sum);
     const ca = wa / sum;
     const cb = wb / sum;
-    const o = r * headDim;
     for (let d = 0; d < headDim; d++) {
-      const va = ca === 0 ? 0 : a.out[o + d]! * ca;
-      const vb = cb === 0 ? 0 : b.out[o + d]! * cb;
-      out[o + d] = va + vb;
+      const va = ca === 0 ? 0 : outA[o + d]! * ca;
+      const vb = cb === 0 ? 0 : outB[o + d]! * cb;
+      outA[o + d] = va + vb;
     }
   }
-  return { out, lse };
 }
