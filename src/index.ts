@@ -54,7 +54,7 @@ export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } fr
 export { LanguageModel, type LanguageModelOptions } from './model/language-model.js';
 export { generate, generateWithoutCache, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';
 export { exportGguf, type GgufExportOptions } from './model/gguf-export.js';
-export { generateMany, type ManyEvent } from './generate/generate-many.js';
+export { generateMany, type ManyEvent, type ManyOptions } from './generate/generate-many.js';
 export { TokenStream } from './generate/token-stream.js';
 export { runE2EBench, e2eTables, benchPrompt, type E2EBenchOptions, type E2EResult, type E2ERun, type E2ESpeedup } from './generate/e2e-bench.js';
 // ---- Paged KV cache (issue 5): block pool, block storage, block hashes, prefix index, sequences ----
@@ -70,3 +70,9 @@ export { PAGED_PREFIX_SNAPSHOT_KIND, PREFIX_RECORD_BYTES, savePrefixCache, loadP
 export { PAGED_SEQUENCE_SNAPSHOT_KIND, saveSequence, loadSequence, encodeSequence, decodeSequence, sequenceFromSnapshot, type SequenceSnapshotMeta } from './kv/paged/seq-snapshot.js';
 export { PAGED_SNAPSHOT_FORMAT_VERSION, SnapshotMismatchError, type PagedIdentityMeta } from './kv/paged/paged-snapshot-meta.js';
 // ---- end paged KV cache snapshots ----
+// ---- Mixed-precision KV cache (issue 5): quantized history + full-precision recent window (KIVI) ----
+export { MixedPrecisionCache, resolveMixedConfig, type MixedPrecisionCacheConfig, type ResolvedMixedConfig, type MixedRowKV, type RecentDType } from './kv/mixed-precision-cache.js';
+// ---- end mixed-precision KV cache ----
+// ---- Sliding window with attention sinks (issue 5) ----
+export { applyWindow, planWindow, windowBlockBound, windowHitLimit, checkWindow, type WindowOptions, type WindowPlan } from './kv/paged/window-policy.js';
+// ---- end sliding window ----

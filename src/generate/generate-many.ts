@@ -20,9 +20,24 @@
  * NOTE(3): Greedy results equal running each prompt alone (tested, f32 KV): the per-sequence
  *   math is the same and only the matmul batch differs. Sampling gives prompt i the seed
  *   `seed + i`.
+ * NOTE(4): `window: { sinks, size }` bounds each sequence's memory (StreamingLLM): before a
+ *   sequence's tokens are reserved for a step, applyWindow (kv/paged/window-policy.ts) discards
+ *   its oldest tokens past the sinks in whole blocks and shifts the rest back, so it holds at
+ *   most windowBlockBound(window, blockLen, maxStepTokens) blocks however long it generates; the
+ *   next token's position is cache.nextPos(seq), as always. A copy-on-write shift that finds no
+ *   blocks counts as a full pool (NOTE(2)). Admission takes prefix hits only up to
+ *   windowHitLimit. With a window, a prompt longer than sinks + size is prefilled under the
+ *   window chunk by chunk, so what its tokens saw depends on the chunking (maxStepTokens and the
+ *   other sequences' decode tokens); a preempted sequence is recomputed that way from its history.
  */
+import { applyWindow, checkWindow, windowHitLimit, type WindowOptions } from '../kv/paged/window-policy.js';
 import type { PagedSession, StepItem } from '../model/paged-session.js';
 import { TokenStream, type GenerateEvent, type GenerateOptions, type GenerateSummary } from './token-stream.js';
+
+export interface ManyOptions extends GenerateOptions {
+  /** Sliding window with attention sinks for every sequence (NOTE(4)); default none (unbounded). */
+  window?: WindowOptions;
+}
 
 export interface ManyEvent extends GenerateEvent {
   /** Index of the prompt this token belongs to. */
@@ -33,13 +48,14 @@ interface Active {
   readonly index: number;
   readonly ts: TokenStream;
   seq: number;
-  /** Tokens of ts.history whose K/V are in the cache. */
+  /** Leading tokens of ts.history that went through the model (a window may have evicted some since). */
   computed: number;
 }
 
-export async function* generateMany(session: PagedSession, prompts: readonly (readonly number[])[], opts: GenerateOptions = {}): AsyncGenerator<ManyEvent, GenerateSummary[]> {
+export async function* generateMany(session: PagedSession, prompts: readonly (readonly number[])[], opts: ManyOptions = {}): AsyncGenerator<ManyEvent, GenerateSummary[]> {
   const lm = session.lm;
   const cache = session.cache;
+  const window = opts.window === undefined ? null : checkWindow(opts.window, 'generateMany window');
   const streams = prompts.map((p, i) => new TokenStream(lm, p, opts, i));
   const queue: number[] = streams.map((_, i) => i).filter((i) => !streams[i]!.done);
   const active: Active[] = [];
@@ -54,11 +70,12 @@ export async function* generateMany(session: PagedSession, prompts: readonly (re
       while (active.length < admitLimit && queue.length > 0) {
         const index = queue.shift()!;
         const ts = streams[index]!;
-        const { seq, cachedTokens } = cache.seqAdd(ts.history);
+        const hits = window === null ? {} : { maxHitTokens: windowHitLimit(window, ts.history.length) };
+        const { seq, cachedTokens } = cache.seqAdd(ts.history, hits);
         active.push({ index, ts, seq, computed: cachedTokens });
       }
       planStep(session.maxStepTokens, active, items, owners);
-      if (!session.step(items)) {
+      if (!slideWindows(session, window, items) || !session.step(items)) {
         if (active.length === 1) {
           cache.seqFree(active[0]!.seq);
           active.pop()!.ts.end('capacity');
@@ -89,6 +106,15 @@ export async function* generateMany(session: PagedSession, prompts: readonly (re
     for (const a of active) cache.seqFree(a.seq);
   }
   return streams.map((ts) => ts.summary());
+}
+
+/** Apply the window to every item's sequence before its step (NOTE(4)); false when the pool lacks blocks. */
+function slideWindows(session: PagedSession, window: WindowOptions | null, items: readonly StepItem[]): boolean {
+  if (window === null) return true;
+  for (let i = 0; i < items.length; i++) {
+    if (!applyWindow(session.cache, items[i]!.seq, window, items[i]!.ids.length)) return false;
+  }
+  return true;
 }
 
 /**
