@@ -2,7 +2,8 @@
 /**
  * Benchmark programs (never timed unit tests).
  * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`; suites cache,
- * kernels, e2e (see bench/e2e.ts for its options, --llama-cpp among them).
+ * kernels, e2e (see bench/e2e.ts for its options, --llama-cpp among them), paged (bench/paged.ts:
+ * batched generation on the paged cache vs one prompt after another; uses the e2e model options).
  * Every run measures its own baselines (bench/probes.ts, bench/wasm-probes.ts), prints markdown
  * tables (what BENCHMARKS.md holds) and writes one JSON file per suite under --out.
  */
@@ -13,6 +14,7 @@ import { Command } from 'commander';
 import { benchCache, cacheTables } from './cache.js';
 import { benchE2E, e2eSuiteTables, type E2ESuiteOptions } from './e2e.js';
 import { benchKernels, kernelTables } from './kernels.js';
+import { benchPaged, pagedTables } from './paged.js';
 import { runProbes } from './probes.js';
 
 export interface SuiteOptions {
@@ -40,6 +42,10 @@ const SUITES: Record<string, Suite> = {
   e2e: {
     run: (o) => benchE2E({ ...o.e2e, ctxs: o.ctxs, threads: o.threads, log: o.log }),
     tables: e2eSuiteTables,
+  },
+  paged: {
+    run: (o) => benchPaged({ ...o.e2e, tokens: o.e2e.decodeTokens, threads: o.threads, log: o.log }),
+    tables: pagedTables,
   },
 };
 
