@@ -8,7 +8,7 @@
 import { benchModelDir } from '../src/cli/bench.js';
 import { parseDType } from '../src/core/dtype.js';
 import { benchPrompt } from '../src/generate/e2e-bench.js';
-import { generate, type GenerateSummary } from '../src/generate/generate.js';
+import { generate, runToEnd, type GenerateSummary } from '../src/generate/generate.js';
 import { generateMany } from '../src/generate/generate-many.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import { PagedSession } from '../src/model/paged-session.js';
@@ -40,13 +40,6 @@ export interface PagedResult {
   rows: PagedRow[];
 }
 
-async function drain<T>(it: AsyncGenerator<unknown, T>): Promise<T> {
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return r.value;
-  }
-}
-
 export async function benchPaged(o: PagedSuiteOptions): Promise<PagedResult> {
   const dir = benchModelDir({ model: o.model, preset: o.preset }, o.log);
   const weights = parseDType(o.weights, '--weights');
@@ -58,18 +51,18 @@ export async function benchPaged(o: PagedSuiteOptions): Promise<PagedResult> {
     const opts = { maxTokens: o.tokens, temperature: 0, eosIds: [] as number[] };
     // Distinct prompts (no shared prefix: the prefix cache must not flatter the batched side).
     const prompts = (b: number) => Array.from({ length: b }, (_, i) => benchPrompt(promptTokens + i).slice(i));
-    await drain(generate(lm, prompts(1)[0]!, { ...opts, maxTokens: 4 })); // warm-up
+    await runToEnd(generate(lm, prompts(1)[0]!, { ...opts, maxTokens: 4 })); // warm-up
     for (const batch of [1, 2, 4, 8]) {
       const ps = prompts(batch);
       const t0 = performance.now();
       const seq: GenerateSummary[] = [];
-      for (const p of ps) seq.push(await drain(generate(lm, p, opts)));
+      for (const p of ps) seq.push(await runToEnd(generate(lm, p, opts)));
       const t1 = performance.now();
       const session = new PagedSession(lm, { kv, maxSeqs: batch, maxStepTokens: Math.max(64, batch), nBlocks: 1 + batch * Math.ceil((promptTokens + o.tokens + 8) / 32) });
       let many: GenerateSummary[];
       const t2 = performance.now();
       try {
-        many = await drain(generateMany(session, ps, opts));
+        many = await runToEnd(generateMany(session, ps, opts));
       } finally {
         session.dispose();
       }

@@ -5,15 +5,13 @@
  * writes DIR/e2e.json with --out. The side-by-side with llama.cpp lives in the repository's own
  * `npm run bench -- e2e --llama-cpp` (it installs node-llama-cpp on demand).
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseDType, type DType } from '../core/dtype.js';
 import { ConfigError } from '../core/errors.js';
 import { e2eTables, runE2EBench, type E2EResult } from '../generate/e2e-bench.js';
-import { LanguageModel } from '../model/language-model.js';
-import { makeModel } from '../model/make-model.js';
-import { progressBar } from './progress.js';
+import { ensurePresetModel, loadWithProgress } from './with-progress.js';
 
 export interface BenchCliOptions {
   model?: string;
@@ -49,15 +47,7 @@ export function benchModelDir(o: { model?: string; preset?: string }, log: (s: s
   if (o.model !== undefined) return o.model;
   const preset = o.preset ?? 'small';
   const dir = join('.kvcache', `bench-${preset}`);
-  if (!existsSync(join(dir, 'config.json'))) {
-    log(`making ${dir} (preset ${preset}, bf16) ...`);
-    const bar = progressBar('writing weights', 'MiB');
-    try {
-      makeModel({ preset, outDir: dir, seed: 0, dtype: 'bf16', onProgress: (p) => bar.update(Math.floor(p.doneBytes / 2 ** 20), Math.ceil(p.totalBytes / 2 ** 20), p.tensor) });
-    } finally {
-      bar.stop();
-    }
-  }
+  ensurePresetModel(dir, preset, log);
   return dir;
 }
 
@@ -71,13 +61,7 @@ export async function runBenchReport(o: BenchCliOptions, log: (s: string) => voi
   const kvDtypes = parseList(o.kv, '--kv', (x) => parseDType(x, '--kv'));
   const weights = parseDType(o.weights, '--weights');
   const dir = benchModelDir(o, log);
-  const bar = progressBar('loading weights', 'tensors');
-  let lm: LanguageModel;
-  try {
-    lm = await LanguageModel.load(dir, { weights, threads: o.threads, chunk: o.chunk, maxSeqLen: 128, onProgress: (d, t, n) => bar.update(d, t, n) });
-  } finally {
-    bar.stop();
-  }
+  const lm = await loadWithProgress(dir, { weights, threads: o.threads, chunk: o.chunk, maxSeqLen: 128 });
   try {
     const c = lm.config;
     log(`bench ${dir}: ${c.architecture} ${c.nLayers} layers, hidden ${c.hiddenSize}, heads ${c.nHeads}/${c.nKvHeads}; weights ${weights}, kernels ${lm.ks.name} x${lm.ks.nThreads}, prefill chunk ${o.chunk}`);

@@ -11,13 +11,10 @@
  * NOTE(2): Greedy decoding with and without the cache must give the same tokens; the demo checks
  *   it and fails loudly otherwise (the test suite asserts the logits agree too).
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDType, type DType } from '../core/dtype.js';
-import { generate, generateWithoutCache, type GenerateSummary } from '../generate/generate.js';
-import { LanguageModel } from '../model/language-model.js';
-import { makeModel } from '../model/make-model.js';
-import { progressBar } from './progress.js';
+import { generate, generateWithoutCache, runToEnd, type GenerateSummary } from '../generate/generate.js';
+import { ensurePresetModel, loadWithProgress } from './with-progress.js';
 
 export interface DemoOptions {
   /** Checkpoint folder; made with preset `small` when it has no config.json. */
@@ -56,29 +53,11 @@ export interface DemoReport {
   commonPrefixTokens: number;
 }
 
-function ensureModel(dir: string, log: (s: string) => void): void {
-  if (existsSync(join(dir, 'config.json'))) return;
-  log(`making the demo model in ${dir} (preset small: 8 layers, hidden 512, Qwen tokenizer, random weights) ...`);
-  const bar = progressBar('writing weights', 'MiB');
-  try {
-    const r = makeModel({
-      preset: 'small', outDir: dir, seed: 0, dtype: 'bf16',
-      onProgress: (p) => bar.update(Math.floor(p.doneBytes / 2 ** 20), Math.ceil(p.totalBytes / 2 ** 20), p.tensor),
-    });
-    bar.stop();
-    log(`  ${r.nParams.toLocaleString('en-US')} parameters, ${(r.weightBytes / 2 ** 20).toFixed(1)} MiB, ${(r.elapsedMs / 1000).toFixed(1)} s`);
-  } finally {
-    bar.stop();
-  }
-}
-
-async function drain(it: AsyncGenerator<{ text: string }, GenerateSummary>, onText: (s: string) => void): Promise<{ summary: GenerateSummary; totalMs: number }> {
+/** The generation run to its end, timed; `onText` gets each text delta. */
+async function timed(it: AsyncGenerator<{ text: string }, GenerateSummary>, onText: (s: string) => void): Promise<{ summary: GenerateSummary; totalMs: number }> {
   const t0 = performance.now();
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return { summary: r.value, totalMs: performance.now() - t0 };
-    onText(r.value.text);
-  }
+  const summary = await runToEnd(it, (ev) => onText(ev.text));
+  return { summary, totalMs: performance.now() - t0 };
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoReport> {
@@ -87,28 +66,22 @@ export async function runDemo(o: DemoOptions): Promise<DemoReport> {
   };
   const weights = parseDType(o.weights, '--weights');
   const kv = parseDType(o.kv, '--kv');
-  ensureModel(o.model, log);
-  const bar = progressBar('loading weights', 'tensors');
-  let lm: LanguageModel;
+  ensurePresetModel(o.model, 'small', log);
+  const lm = await loadWithProgress(o.model, { weights, kv, threads: o.threads });
   try {
-    lm = await LanguageModel.load(o.model, { weights, kv, threads: o.threads, onProgress: (d, t, name) => bar.update(d, t, name) });
-  } finally {
-    bar.stop();
-  }
-  try {
-    const ids = lm.tokenizer!.encode(o.prompt);
+    const ids = lm.encode(o.prompt);
     const opts = { maxTokens: o.maxTokens, temperature: 0, repetitionPenalty: o.repetitionPenalty, eosIds: [] };
     log(`model ${o.model}: weights ${weights}, KV ${kv}, kernels ${lm.ks.name} x${lm.ks.nThreads}; ` +
       `greedy, repetition penalty ${o.repetitionPenalty}, ${o.maxTokens} tokens (eos ignored); random weights: the text is nonsense by design\n`);
     // Warm-up: the first calls of each kernel run in V8's baseline wasm tier and allocate scratch.
-    await drain(generate(lm, ids, { ...opts, maxTokens: 2 }), () => undefined);
+    await runToEnd(generate(lm, ids, { ...opts, maxTokens: 2 }));
     if (!o.json) process.stdout.write(o.prompt);
-    const cached = await drain(generate(lm, ids, opts), (t) => {
+    const cached = await timed(generate(lm, ids, opts), (t) => {
       if (!o.json) process.stdout.write(t);
     });
     const kvBytes = lm.kvBytesUsed;
     log(`\n\nthe same ${o.maxTokens} tokens without the cache (every step recomputes the whole sequence) ...`);
-    const uncached = await drain(generateWithoutCache(lm, ids, opts), () => undefined);
+    const uncached = await timed(generateWithoutCache(lm, ids, opts), () => undefined);
     const c = cached.summary, u = uncached.summary;
     const report: DemoReport = {
       model: o.model, weights, kv, kernels: lm.ks.name, threads: lm.ks.nThreads,

@@ -9,9 +9,9 @@
  */
 import { ConfigError } from '../core/errors.js';
 import { parseDType, type DType } from '../core/dtype.js';
-import { generate, generateWithoutCache, type GenerateSummary } from '../generate/generate.js';
-import { LanguageModel } from '../model/language-model.js';
-import { progressBar } from './progress.js';
+import { generate, generateWithoutCache, runToEnd } from '../generate/generate.js';
+import type { LanguageModel } from '../model/language-model.js';
+import { loadWithProgress } from './with-progress.js';
 
 export interface GenerateCliOptions {
   model: string;
@@ -51,16 +51,9 @@ function promptIdsOf(lm: LanguageModel, o: GenerateCliOptions): number[] {
 
 export async function runGenerate(o: GenerateCliOptions): Promise<void> {
   const dt = (s: string | undefined, what: string): DType | undefined => (s === undefined ? undefined : parseDType(s, what));
-  const progress = progressBar('loading weights', 'tensors');
-  let lm: LanguageModel;
-  try {
-    lm = await LanguageModel.load(o.model, {
-      weights: dt(o.weights, '--weights'), kv: dt(o.kv, '--kv'), kvK: dt(o.kvK, '--kv-k'), kvV: dt(o.kvV, '--kv-v'), threads: o.threads,
-      onProgress: (done, total, tensor) => progress.update(done, total, tensor),
-    });
-  } finally {
-    progress.stop();
-  }
+  const lm = await loadWithProgress(o.model, {
+    weights: dt(o.weights, '--weights'), kv: dt(o.kv, '--kv'), kvK: dt(o.kvK, '--kv-k'), kvV: dt(o.kvV, '--kv-v'), threads: o.threads,
+  });
   try {
     const ids = promptIdsOf(lm, o);
     // Sampling flags left out take the checkpoint's generation_config.json defaults (generate()).
@@ -68,15 +61,9 @@ export async function runGenerate(o: GenerateCliOptions): Promise<void> {
       maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, minP: o.minP, repetitionPenalty: o.repetitionPenalty, seed: o.seed,
     };
     const it = o.cache ? generate(lm, ids, opts) : generateWithoutCache(lm, ids, opts);
-    let summary: GenerateSummary;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) {
-        summary = r.value;
-        break;
-      }
-      if (!o.json) process.stdout.write(r.value.text);
-    }
+    const summary = await runToEnd(it, (ev) => {
+      if (!o.json) process.stdout.write(ev.text);
+    });
     const kvBytes = lm.kvBytesUsed;
     if (o.json) {
       const { tokens, text, promptTokens, prefillMs, decodeTokensPerS } = summary;

@@ -4,9 +4,8 @@
  * progress bar on stderr when it is a terminal, and a summary on stdout.
  */
 import { InvalidArgumentError } from 'commander';
-import { makeModel } from '../model/make-model.js';
 import type { WeightDType } from '../io/safetensors-format.js';
-import { progressBar } from './progress.js';
+import { makeModelWithProgress } from './with-progress.js';
 
 export interface MakeModelCommandOptions {
   readonly preset: string;
@@ -25,16 +24,7 @@ export function parseSeed(s: string): number {
 const MIB = 1024 * 1024;
 
 export function runMakeModel(opts: MakeModelCommandOptions): void {
-  const progress = progressBar('writing weights', 'MiB');
-  let result;
-  try {
-    result = makeModel({
-      preset: opts.preset, outDir: opts.out, seed: opts.seed, dtype: opts.dtype,
-      onProgress: (p) => progress.update(Math.floor(p.doneBytes / MIB), Math.ceil(p.totalBytes / MIB), p.tensor),
-    });
-  } finally {
-    progress.stop();
-  }
+  const result = makeModelWithProgress({ preset: opts.preset, outDir: opts.out, seed: opts.seed, dtype: opts.dtype });
   const c = result.config;
   const lines = [
     `wrote ${result.outDir}: preset ${opts.preset}, seed ${opts.seed}, ${opts.dtype}, ${(result.elapsedMs / 1000).toFixed(1)} s`,

@@ -14,7 +14,7 @@
 import { rowSizeBytes, DTYPE_NAMES, type DType } from '../core/dtype.js';
 import { checkInt } from '../core/errors.js';
 import type { LanguageModel } from '../model/language-model.js';
-import { generate, generateWithoutCache, type GenerateSummary } from './generate.js';
+import { generate, generateWithoutCache, runToEnd } from './generate.js';
 
 export interface E2EBenchOptions {
   /** KV dtypes timed (K and V the same). */
@@ -65,13 +65,6 @@ export function benchPrompt(n: number): number[] {
   return Array.from({ length: n }, (_, i) => 1000 + ((i * 7919) % 20000));
 }
 
-async function finish(it: AsyncGenerator<unknown, GenerateSummary>): Promise<GenerateSummary> {
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return r.value;
-  }
-}
-
 export async function runE2EBench(lm: LanguageModel, o: E2EBenchOptions): Promise<E2EResult> {
   const log = o.log ?? (() => undefined);
   const decodeTokens = checkInt('decodeTokens', o.decodeTokens ?? 32, 2);
@@ -84,9 +77,9 @@ export async function runE2EBench(lm: LanguageModel, o: E2EBenchOptions): Promis
   const runs: E2ERun[] = [];
   for (const kv of o.kvDtypes) {
     lm.setCache({ kv, maxSeqLen: capacity });
-    await finish(generate(lm, benchPrompt(70), { maxTokens: 3, temperature: 0, eosIds: [] })); // warm-up (NOTE(3))
+    await runToEnd(generate(lm, benchPrompt(70), { maxTokens: 3, temperature: 0, eosIds: [] })); // warm-up (NOTE(3))
     for (const ctx of o.ctxs) {
-      const r = await finish(generate(lm, benchPrompt(ctx), { maxTokens: decodeTokens, temperature: 0, eosIds: [] }));
+      const r = await runToEnd(generate(lm, benchPrompt(ctx), { maxTokens: decodeTokens, temperature: 0, eosIds: [] }));
       const run: E2ERun = {
         kv, ctx, prefillTokensPerS: ctx / (r.prefillMs / 1000), timeToFirstTokenMs: r.prefillMs, decodeTokensPerS: r.decodeTokensPerS, kvBytes: lm.kvBytesUsed,
       };
@@ -102,10 +95,10 @@ export async function runE2EBench(lm: LanguageModel, o: E2EBenchOptions): Promis
     const opts = { maxTokens: speedupTokens, temperature: 0, eosIds: [] };
     log(`  speed-up: ${speedupTokens} tokens after a ${speedupPrompt}-token prompt, kv ${kv}, with the cache ...`);
     const t0 = performance.now();
-    const c = await finish(generate(lm, prompt, opts));
+    const c = await runToEnd(generate(lm, prompt, opts));
     const t1 = performance.now();
     log(`  ... and without it (every step recomputes the sequence; this is the slow part) ...`);
-    const u = await finish(generateWithoutCache(lm, prompt, opts));
+    const u = await runToEnd(generateWithoutCache(lm, prompt, opts));
     const t2 = performance.now();
     speedup = {
       kv, promptTokens: speedupPrompt, tokens: speedupTokens, cachedMs: t1 - t0, uncachedMs: t2 - t1, speedup: (t2 - t1) / (t1 - t0),

@@ -23,14 +23,13 @@ import { TokenStream, type GenerateEvent, type GenerateOptions, type GenerateSum
 
 export type { GenerateEvent, GenerateOptions, GenerateSummary, StopReason } from './token-stream.js';
 
-type StepFn = (history: readonly number[], nPrompt: number) => Float32Array;
+type StepFn = (history: readonly number[]) => Float32Array;
 
 /** Generate with the KV cache: prefill once, then one token per step. */
 export function generate(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, GenerateSummary> {
   let pos = 0;
   const step: StepFn = (history) => {
     if (pos === 0) lm.resetCache();
-    else checkOwner(lm, step);
     // Decode steps feed one token without building an array (no allocation per token).
     const logits = history.length - pos === 1 ? lm.feedToken(history[pos]!, pos) : lm.feed(history.slice(pos), pos);
     pos = history.length;
@@ -42,32 +41,34 @@ export function generate(lm: LanguageModel, promptIds: readonly number[], opts: 
 /** The uncached baseline (NOTE(2)). */
 export function generateWithoutCache(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GenerateEvent, GenerateSummary> {
   const step: StepFn = (history) => {
-    checkOwner(lm, step);
     lm.resetCache();
     return lm.feed(history, 0);
   };
   return run(lm, promptIds, opts, step);
 }
 
-const owners = new WeakMap<StepFn, object>();
-
-/** NOTE(4): the model's single cache must still be this generation's. */
-function checkOwner(lm: LanguageModel, step: StepFn): void {
-  if (!lm.ownsCache(owners.get(step)!)) {
-    throw new StateError('generation on this model', 'sole use of its cache until it ends', 'another generate() used the cache meanwhile (use generateMany with a PagedSession for concurrent prompts)');
-  }
-}
-
 async function* run(lm: LanguageModel, promptIds: readonly number[], opts: GenerateOptions, step: StepFn): AsyncGenerator<GenerateEvent, GenerateSummary> {
   const ts = new TokenStream(lm, promptIds, opts);
-  owners.set(step, lm.claimCache());
   if (promptIds.length + ts.maxTokens > lm.maxSeqLen) {
     throw new ConfigError('prompt + maxTokens', `at most the cache's ${lm.maxSeqLen} positions`, promptIds.length + ts.maxTokens);
   }
+  const owner = lm.claimCache(); // NOTE(4)
   while (!ts.done && !ts.aborted()) {
-    const ev = ts.push(step(ts.history, promptIds.length));
+    if (!lm.ownsCache(owner)) {
+      throw new StateError('generation on this model', 'sole use of its cache until it ends', 'another generate() used the cache meanwhile (use generateMany with a PagedSession for concurrent prompts)');
+    }
+    const ev = ts.push(step(ts.history));
     if (ev) yield ev;
     await Promise.resolve(); // let an abort listener run between tokens
   }
   return ts.summary();
+}
+
+/** Run a generation to its end, handing each event to `onEvent`; its summary (any generator of events). */
+export async function runToEnd<E, S>(it: AsyncGenerator<E, S>, onEvent?: (ev: E) => void): Promise<S> {
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return r.value;
+    onEvent?.(r.value);
+  }
 }

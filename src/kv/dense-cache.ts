@@ -10,7 +10,8 @@
  */
 import type { Arena } from '../core/arena.js';
 import { decodeRow, encodeRow, parseDType, checkRowLength, type DType } from '../core/dtype.js';
-import { CapacityError, ConfigError, DisposedError, ShapeError, checkIndex, checkInt } from '../core/errors.js';
+import { CapacityError, ConfigError, DisposedError, checkIndex, checkInt } from '../core/errors.js';
+import { checkAppendRoom, countNewTokens, resolveCacheShape } from './cache-checks.js';
 import { denseStrides, type DenseStrides } from './dense-layout.js';
 import type { KVLayout, KVView, LayeredKVCache } from './types.js';
 
@@ -58,14 +59,7 @@ export interface ResolvedDenseConfig {
 
 /** Validate a cache config; throws ConfigError / DTypeError naming the bad field. */
 export function resolveDenseConfig(c: DenseCacheConfig): ResolvedDenseConfig {
-  if (typeof c !== 'object' || c === null) throw new ConfigError('cache config', 'an object', c);
-  const nLayers = checkInt('nLayers', c.nLayers, 1);
-  const nKvHeads = checkInt('nKvHeads', c.nKvHeads, 1);
-  const headDim = checkInt('headDim', c.headDim, 1);
-  const maxSeqLen = checkInt('maxSeqLen', c.maxSeqLen, 1);
-  const batchSize = checkInt('batchSize', c.batchSize ?? 1, 1);
-  const nHeads = checkInt('nHeads', c.nHeads ?? nKvHeads, 1);
-  if (nHeads % nKvHeads !== 0) throw new ConfigError('nHeads (query heads) for GQA', `a multiple of nKvHeads = ${nKvHeads}`, nHeads);
+  const { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen } = resolveCacheShape(c, 'cache config');
   const kDtype = parseDType(c.kDtype ?? c.dtype ?? 'f32', 'kDtype');
   const vDtype = parseDType(c.vDtype ?? c.dtype ?? 'f32', 'vDtype');
   checkRowLength(kDtype, headDim, 'headDim');
@@ -246,24 +240,12 @@ export abstract class DenseCache implements LayeredKVCache {
   }
 
   private newTokens(k: Float32Array, v: Float32Array, perToken: number, shape: string): number {
-    if (!(k instanceof Float32Array)) throw new ShapeError('k', `a Float32Array ${shape}`, k);
-    if (!(v instanceof Float32Array)) throw new ShapeError('v', `a Float32Array ${shape}`, v);
-    if (k.length !== v.length) throw new ShapeError('v length (must equal k length)', k.length, v.length);
-    if (k.length % perToken !== 0) throw new ShapeError(`k length for shape ${shape}`, `a multiple of ${perToken}`, k.length);
-    return k.length / perToken;
+    return countNewTokens(k, v, perToken, shape);
   }
 
   /** Returns the length (layer, row) will have after appending nNew, or throws CapacityError. */
   private checkRoom(layer: number, row: number, nNew: number): number {
-    const len = this.lens[layer * this.batchSize + row]!;
-    if (len + nNew > this.maxSeqLen) {
-      throw new CapacityError(
-        `layer ${layer} row ${row}: append of ${nNew} tokens at length ${len}`,
-        `at most ${this.maxSeqLen} positions (maxSeqLen)`,
-        len + nNew,
-      );
-    }
-    return len + nNew;
+    return checkAppendRoom(layer, row, this.lens[layer * this.batchSize + row]!, nNew, this.maxSeqLen);
   }
 
   private srcLayout(base: number, nNew: number): SrcLayout {

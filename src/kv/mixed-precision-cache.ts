@@ -30,7 +30,8 @@
  */
 import { defaultArena, type Arena } from '../core/arena.js';
 import { decodeRow, encodeRow, type DType } from '../core/dtype.js';
-import { CapacityError, DisposedError, ShapeError, StateError, checkIndex, checkInt } from '../core/errors.js';
+import { DisposedError, ShapeError, StateError, checkIndex, checkInt } from '../core/errors.js';
+import { checkAppendRoom, countNewTokens } from './cache-checks.js';
 import { denseStrides, type DenseStrides } from './dense-layout.js';
 import { resolveMixedConfig, type MixedPrecisionCacheConfig, type RecentDType } from './mixed-precision-config.js';
 import type { KVSegment, KVView } from './types.js';
@@ -370,18 +371,11 @@ export class MixedPrecisionCache {
   }
 
   private newTokens(k: Float32Array, v: Float32Array, perToken: number, shape: string): number {
-    if (!(k instanceof Float32Array)) throw new ShapeError('k', `a Float32Array ${shape}`, k);
-    if (!(v instanceof Float32Array)) throw new ShapeError('v', `a Float32Array ${shape}`, v);
-    if (k.length !== v.length) throw new ShapeError('v length (must equal k length)', k.length, v.length);
-    if (k.length % perToken !== 0) throw new ShapeError(`k length for shape ${shape}`, `a multiple of ${perToken}`, k.length);
-    return k.length / perToken;
+    return countNewTokens(k, v, perToken, shape);
   }
 
   private checkRoom(layer: number, row: number, nNew: number): void {
-    const len = this.lens[layer * this.batchSize + row]!;
-    if (len + nNew > this.maxSeqLen) {
-      throw new CapacityError(`layer ${layer} row ${row}: append of ${nNew} tokens at length ${len}`, `at most ${this.maxSeqLen} positions (maxSeqLen)`, len + nNew);
-    }
+    checkAppendRoom(layer, row, this.lens[layer * this.batchSize + row]!, nNew, this.maxSeqLen);
   }
 
   private idx(layer: number, row: number): number {

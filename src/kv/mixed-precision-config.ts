@@ -4,7 +4,8 @@
  */
 import type { Arena } from '../core/arena.js';
 import { checkRowLength, parseDType, type DType } from '../core/dtype.js';
-import { ConfigError, DTypeError, checkInt } from '../core/errors.js';
+import { DTypeError, checkInt } from '../core/errors.js';
+import { resolveCacheShape } from './cache-checks.js';
 
 export type RecentDType = 'f32' | 'f16' | 'bf16';
 
@@ -48,14 +49,7 @@ export interface ResolvedMixedConfig {
 
 /** Validate a config; throws ConfigError / DTypeError naming the bad field. */
 export function resolveMixedConfig(c: MixedPrecisionCacheConfig): ResolvedMixedConfig {
-  if (typeof c !== 'object' || c === null) throw new ConfigError('mixed-precision cache config', 'an object', c);
-  const nLayers = checkInt('nLayers', c.nLayers, 1);
-  const nKvHeads = checkInt('nKvHeads', c.nKvHeads, 1);
-  const headDim = checkInt('headDim', c.headDim, 1);
-  const maxSeqLen = checkInt('maxSeqLen', c.maxSeqLen, 1);
-  const batchSize = checkInt('batchSize', c.batchSize ?? 1, 1);
-  const nHeads = checkInt('nHeads', c.nHeads ?? nKvHeads, 1);
-  if (nHeads % nKvHeads !== 0) throw new ConfigError('nHeads (query heads) for GQA', `a multiple of nKvHeads = ${nKvHeads}`, nHeads);
+  const { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen } = resolveCacheShape(c, 'mixed-precision cache config');
   const recentTokens = checkInt('recentTokens', c.recentTokens ?? 128, 32);
   const groupTokens = checkInt('groupTokens', c.groupTokens ?? Math.min(32, recentTokens), 1, recentTokens);
   const recentDtype = c.recentDtype ?? 'f16';

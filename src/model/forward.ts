@@ -102,7 +102,8 @@ export class Forward {
   private disposed = false;
   /** The one part of run(), reused (no allocation per decode step); kv set before each use. */
   private readonly single: { -readonly [K in keyof BatchPart]: BatchPart[K] }[] = [];
-  private readonly rowKV = new Map<LayeredKVCache, DenseRowKV[]>();
+  /** Adapters of run()'s (cache, row) pairs; weak so a replaced cache is not kept alive. */
+  private readonly rowKV = new WeakMap<LayeredKVCache, DenseRowKV[]>();
 
   constructor(
     readonly ks: KernelSet,
@@ -237,6 +238,5 @@ export class Forward {
 
   dispose(): void {
     this.disposed = true;
-    this.rowKV.clear();
   }
 }

@@ -148,9 +148,7 @@ export class LanguageModel {
       for (let i = 0; i < n; i++) part[i] = ids[p + i]!;
       this.forward.run(part, pos0 + p, this.kvCache, 0, p + n === ids.length ? 1 : 0);
     }
-    const off = this.ws.logits / 4;
-    this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
-    return this.logits;
+    return this.copyLogits();
   }
 
   /** One token at position `pos` (the decode step): feed([id], pos) without allocating. */
@@ -159,6 +157,11 @@ export class LanguageModel {
     const part = this.idsBuf.subarray(0, 1);
     part[0] = id;
     this.forward.run(part, pos, this.kvCache, 0, 1);
+    return this.copyLogits();
+  }
+
+  /** The last run's logits row, out of the arena into the reused buffer (NOTE(1)). */
+  private copyLogits(): Float32Array {
     const off = this.ws.logits / 4;
     this.logits.set(this.ks.arena.f32.subarray(off, off + this.logits.length));
     return this.logits;
