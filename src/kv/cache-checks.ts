@@ -5,12 +5,16 @@
  */
 import { CapacityError, ConfigError, ShapeError, checkInt } from '../core/errors.js';
 
+/** The shape part of every dense-style cache config. */
 export interface CacheShapeConfig {
   nLayers: number;
   nKvHeads: number;
   headDim: number;
+  /** Positions per row the cache may ever hold. */
   maxSeqLen: number;
+  /** Rows (sequences) held side by side. Default 1. */
   batchSize?: number;
+  /** Query heads, checked for GQA (must be a multiple of nKvHeads). Default nKvHeads. */
   nHeads?: number;
 }
 

@@ -11,20 +11,11 @@
 import type { Arena } from '../core/arena.js';
 import { decodeRow, encodeRow, parseDType, checkRowLength, type DType } from '../core/dtype.js';
 import { CapacityError, ConfigError, DisposedError, checkIndex, checkInt } from '../core/errors.js';
-import { checkAppendRoom, countNewTokens, resolveCacheShape } from './cache-checks.js';
+import { checkAppendRoom, countNewTokens, resolveCacheShape, type CacheShape, type CacheShapeConfig } from './cache-checks.js';
 import { denseStrides, type DenseStrides } from './dense-layout.js';
 import type { KVLayout, KVView, LayeredKVCache } from './types.js';
 
-export interface DenseCacheConfig {
-  nLayers: number;
-  nKvHeads: number;
-  headDim: number;
-  /** Positions per row the cache may ever hold. */
-  maxSeqLen: number;
-  /** Rows (sequences) held side by side. Default 1. */
-  batchSize?: number;
-  /** Query heads, checked for GQA (must be a multiple of nKvHeads). Default nKvHeads. */
-  nHeads?: number;
+export interface DenseCacheConfig extends CacheShapeConfig {
   /** dtype of both K and V unless kDtype / vDtype say otherwise. Default 'f32'. */
   dtype?: DType;
   kDtype?: DType;
@@ -45,13 +36,7 @@ export interface LayerStorage {
   readonly v: DenseStrides;
 }
 
-export interface ResolvedDenseConfig {
-  readonly nLayers: number;
-  readonly batchSize: number;
-  readonly nKvHeads: number;
-  readonly nHeads: number;
-  readonly headDim: number;
-  readonly maxSeqLen: number;
+export interface ResolvedDenseConfig extends CacheShape {
   readonly kDtype: DType;
   readonly vDtype: DType;
   readonly layout: KVLayout;
@@ -59,14 +44,14 @@ export interface ResolvedDenseConfig {
 
 /** Validate a cache config; throws ConfigError / DTypeError naming the bad field. */
 export function resolveDenseConfig(c: DenseCacheConfig): ResolvedDenseConfig {
-  const { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen } = resolveCacheShape(c, 'cache config');
+  const shape = resolveCacheShape(c, 'cache config');
   const kDtype = parseDType(c.kDtype ?? c.dtype ?? 'f32', 'kDtype');
   const vDtype = parseDType(c.vDtype ?? c.dtype ?? 'f32', 'vDtype');
-  checkRowLength(kDtype, headDim, 'headDim');
-  checkRowLength(vDtype, headDim, 'headDim');
+  checkRowLength(kDtype, shape.headDim, 'headDim');
+  checkRowLength(vDtype, shape.headDim, 'headDim');
   const layout = c.layout ?? 'bhsd';
   if (layout !== 'bhsd' && layout !== 'bshd') throw new ConfigError('layout', "'bhsd' or 'bshd'", layout);
-  return { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen, kDtype, vDtype, layout };
+  return { ...shape, kDtype, vDtype, layout };
 }
 
 /** Source strides (in floats) of new K/V handed to append. */

@@ -5,20 +5,11 @@
 import type { Arena } from '../core/arena.js';
 import { checkRowLength, parseDType, type DType } from '../core/dtype.js';
 import { DTypeError, checkInt } from '../core/errors.js';
-import { resolveCacheShape } from './cache-checks.js';
+import { resolveCacheShape, type CacheShape, type CacheShapeConfig } from './cache-checks.js';
 
 export type RecentDType = 'f32' | 'f16' | 'bf16';
 
-export interface MixedPrecisionCacheConfig {
-  nLayers: number;
-  nKvHeads: number;
-  headDim: number;
-  /** Positions per row the cache may ever hold. */
-  maxSeqLen: number;
-  /** Rows (sequences) side by side. Default 1. */
-  batchSize?: number;
-  /** Query heads, checked for GQA (a multiple of nKvHeads). Default nKvHeads. */
-  nHeads?: number;
+export interface MixedPrecisionCacheConfig extends CacheShapeConfig {
   /** R: tokens kept in full precision, at least 32. Default 128. */
   recentTokens?: number;
   /** G: tokens moved to the history at a time, in [1, R]. Default 32 (or R when R < 32). */
@@ -33,13 +24,7 @@ export interface MixedPrecisionCacheConfig {
   arena?: Arena;
 }
 
-export interface ResolvedMixedConfig {
-  readonly nLayers: number;
-  readonly batchSize: number;
-  readonly nKvHeads: number;
-  readonly nHeads: number;
-  readonly headDim: number;
-  readonly maxSeqLen: number;
+export interface ResolvedMixedConfig extends CacheShape {
   readonly recentTokens: number;
   readonly groupTokens: number;
   readonly recentDtype: RecentDType;
@@ -49,7 +34,7 @@ export interface ResolvedMixedConfig {
 
 /** Validate a config; throws ConfigError / DTypeError naming the bad field. */
 export function resolveMixedConfig(c: MixedPrecisionCacheConfig): ResolvedMixedConfig {
-  const { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen } = resolveCacheShape(c, 'mixed-precision cache config');
+  const shape = resolveCacheShape(c, 'mixed-precision cache config');
   const recentTokens = checkInt('recentTokens', c.recentTokens ?? 128, 32);
   const groupTokens = checkInt('groupTokens', c.groupTokens ?? Math.min(32, recentTokens), 1, recentTokens);
   const recentDtype = c.recentDtype ?? 'f16';
@@ -59,7 +44,7 @@ export function resolveMixedConfig(c: MixedPrecisionCacheConfig): ResolvedMixedC
   const hist = c.historyDtype ?? 'q8_0';
   const historyKDtype = parseDType(c.historyKDtype ?? hist, 'historyKDtype');
   const historyVDtype = parseDType(c.historyVDtype ?? hist, 'historyVDtype');
-  checkRowLength(historyKDtype, headDim, 'headDim');
-  checkRowLength(historyVDtype, headDim, 'headDim');
-  return { nLayers, batchSize, nKvHeads, nHeads, headDim, maxSeqLen, recentTokens, groupTokens, recentDtype, historyKDtype, historyVDtype };
+  checkRowLength(historyKDtype, shape.headDim, 'headDim');
+  checkRowLength(historyVDtype, shape.headDim, 'headDim');
+  return { ...shape, recentTokens, groupTokens, recentDtype, historyKDtype, historyVDtype };
 }
