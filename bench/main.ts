@@ -3,7 +3,9 @@
  * Benchmark programs (never timed unit tests).
  * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`; suites cache,
  * kernels, e2e (see bench/e2e.ts for its options, --llama-cpp among them), paged (bench/paged.ts:
- * batched generation on the paged cache vs one prompt after another; uses the e2e model options).
+ * batched generation on the paged cache vs one prompt after another; uses the e2e model options),
+ * prefix-ttft (bench/prefix-ttft.ts), batch-decode (bench/batch-decode.ts: B sequences vs their
+ * roofline), kv-memory (bench/kv-memory.ts: bytes per token and attention error per KV dtype).
  * Every run measures its own baselines (bench/probes.ts, bench/wasm-probes.ts), prints markdown
  * tables (what BENCHMARKS.md holds) and writes one JSON file per suite under --out.
  */
@@ -14,7 +16,10 @@ import { Command } from 'commander';
 import { benchCache, cacheTables } from './cache.js';
 import { benchE2E, e2eSuiteTables, type E2ESuiteOptions } from './e2e.js';
 import { benchKernels, kernelTables } from './kernels.js';
+import { batchDecodeTables, benchBatchDecode } from './batch-decode.js';
+import { benchKvMemory, kvMemoryTables } from './kv-memory.js';
 import { benchPaged, pagedTables } from './paged.js';
+import { benchPrefixTtft, prefixTtftTables } from './prefix-ttft.js';
 import { runProbes } from './probes.js';
 
 export interface SuiteOptions {
@@ -46,6 +51,18 @@ const SUITES: Record<string, Suite> = {
   paged: {
     run: (o) => benchPaged({ ...o.e2e, tokens: o.e2e.decodeTokens, threads: o.threads, log: o.log }),
     tables: pagedTables,
+  },
+  'prefix-ttft': {
+    run: (o) => benchPrefixTtft({ ...o.e2e, threads: o.threads, log: o.log }),
+    tables: prefixTtftTables,
+  },
+  'batch-decode': {
+    run: (o) => benchBatchDecode({ ...o.e2e, tokens: o.e2e.decodeTokens, threads: o.threads, log: o.log }),
+    tables: batchDecodeTables,
+  },
+  'kv-memory': {
+    run: (o) => benchKvMemory({ ctx: o.ctxs?.[0], log: o.log }),
+    tables: kvMemoryTables,
   },
 };
 
