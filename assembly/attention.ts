@@ -16,6 +16,9 @@
 // Per-slot scratch (one slot per grain of items, slot = begin / grain: two threads never share a
 // slot because their item ranges start at different grains) holds the scaled query rows, scores,
 // decoded K/V rows and the block's row addresses; its layout comes from JS (slots 27..40).
+//
+// attention_multi / attention_merge_multi (end of file) run the items / merge rows of MANY calls
+// (one per sequence of a batched step) in one dispatch, each call with its own argument block.
 import { accumulateBlock, softmaxBlock } from './attention-block';
 import { BLOCK_KEYS, scoreBlockF32, scoreBlockInt } from './attention-score';
 import { pmaxLanes } from './attention-math';

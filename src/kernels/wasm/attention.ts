@@ -19,7 +19,8 @@
  *   K the query is quantized per 32-block to int16 and scores use exact integer dot products (as
  *   ggml's vec_dot_q8_0_q8_0, with a wider query); PARITY_TOLERANCES.attention covers that rounding.
  * NOTE(4): Once warm, a call allocates no arena memory: the segment table, visible ranges, per-slot
- *   scratch and partial records are named runtime scratch buffers (runtime.ts NOTE(2)).
+ *   scratch and partial records (and the many form's call table and prefix sums) are named
+ *   runtime scratch buffers (runtime.ts NOTE(2)).
  * NOTE(5): Positions (query and key) must be below 2^31 - 1: the kernels compare them as i32.
  * NOTE(6): The many form (a batched decode step: one call per sequence, views of any lengths,
  *   paged or dense, any dtypes) runs the union of the calls' work items as ONE parallel-for
@@ -297,6 +298,10 @@ class TableWriter {
     this.rt!.arena.f32[this.at++] = v;
     return this;
   }
+  /** Forget the runtime (a module-level writer must not keep a disposed runtime alive). */
+  release(): void {
+    this.rt = null;
+  }
 }
 const tableWriter = new TableWriter();
 
@@ -465,6 +470,7 @@ export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly Attention
       row += nTokens * nHeads;
     }
   }
+  tableWriter.release();
   starts[itemStarts + nCalls] = item;
   starts[rowStarts + nCalls] = row;
   // The multi block, in the slot order of assembly/attention.ts attention_multi.
