@@ -16,6 +16,9 @@
 // Per-slot scratch (one slot per grain of items, slot = begin / grain: two threads never share a
 // slot because their item ranges start at different grains) holds the scaled query rows, scores,
 // decoded K/V rows and the block's row addresses; its layout comes from JS (slots 27..40).
+//
+// attention_multi / attention_merge_multi (end of file) run the items / merge rows of MANY calls
+// (one per sequence of a batched step) in one dispatch, each call with its own argument block.
 import { accumulateBlock, softmaxBlock } from './attention-block';
 import { BLOCK_KEYS, scoreBlockF32, scoreBlockInt } from './attention-score';
 import { pmaxLanes } from './attention-math';
@@ -179,7 +182,6 @@ function runItem(item: i32, slot: usize): void {
     store<i32>(rt, hi, 8);
     uLo = min(uLo, lo);
     uHi = max(uHi, hi);
-    for (let d: usize = 0; d < (<usize>hdPad << 2); d += 16) v128.store(acc + d, f32x4.splat(0));
     store<f32>(m + (<usize>r << 2), NEG_INF);
     store<f32>(l + (<usize>r << 2), 0);
     if (kDtype == DT_F16) qMax = max(qMax, absMax(queryRow(t0 + i, g * group + j)));
@@ -190,6 +192,12 @@ function runItem(item: i32, slot: usize): void {
   for (let r = 0; r < nRows; r++) {
     const i = r / group;
     prepareQuery(slot, r, queryRow(t0 + i, g * group + (r - i * group)), qScale);
+  }
+  // The acc rows are zeroed only now: in direct mode they are `out` rows, which may be the q
+  // rows just read (out = q, in place).
+  for (let r = 0; r < nRows; r++) {
+    const acc = <usize>load<u32>(rows + (<usize>r << 4));
+    for (let d: usize = 0; d < (<usize>hdPad << 2); d += 16) v128.store(acc + d, f32x4.splat(0));
   }
   const kBeg = c * chunkKeys;
   const kEnd = min(nKeys, kBeg + chunkKeys);
@@ -343,40 +351,106 @@ function finishRows(rows: usize, nRows: i32, m: usize, l: usize, t0: i32, g: i32
  */
 export function attention_merge(args: usize, begin: i32, end: i32): void {
   loadArgs(args);
+  for (let row = begin; row < end; row++) mergeRow(row);
+}
+
+/** Merge the chunk partials of output row `row` (token * nHeads + head) of the loaded call. */
+function mergeRow(row: i32): void {
   const pBytes = partialBytes();
+  const token = row / nHeads;
+  const h = row - token * nHeads;
+  const tile = token / tileTokens;
+  const g = h / group;
+  const r = (token - tile * tileTokens) * group + (h - g * group);
+  const first = partialPtr + <usize>((tile * nKvHeads + g) * nChunks) * pBytes;
+  const mOff = (<usize>(maxRows * hdPad + r) << 2);
+  const lOff = (<usize>(maxRows * hdPad + maxRows + r) << 2);
+  const accOff = <usize>(r * hdPad) << 2;
+  let mMax = NEG_INF;
+  for (let c = 0; c < nChunks; c++) mMax = max(mMax, load<f32>(first + <usize>c * pBytes + mOff));
+  const out = outPtr + (<usize>(row * headDim) << 2);
+  const lse = lsePtr + (<usize>row << 2);
+  for (let d = 0; d < headDim; d++) store<f32>(out + (<usize>d << 2), 0);
+  if (mMax == NEG_INF) {
+    store<f32>(lse, NEG_INF);
+    return;
+  }
+  let sum: f64 = 0;
+  for (let c = 0; c < nChunks; c++) {
+    const rec = first + <usize>c * pBytes;
+    const mc = load<f32>(rec + mOff);
+    if (mc != NEG_INF) sum += <f64>load<f32>(rec + lOff) * <f64>Math.pow(2, <f64>(mc - mMax));
+  }
+  for (let c = 0; c < nChunks; c++) {
+    const rec = first + <usize>c * pBytes;
+    const mc = load<f32>(rec + mOff);
+    if (mc == NEG_INF) continue;
+    const w = <f32>(Math.pow(2, <f64>(mc - mMax)) / sum);
+    addScaledRow(out, rec + accOff, w);
+  }
+  store<f32>(lse, <f32>(<f64>mMax * LN2 + Math.log(sum)));
+}
+
+// ---- many calls in one dispatch (JS: wasmAttentionManyAt) ----
+//
+// The multi argument block (slots): 0 call table (one per-call argument block of loadArgs every
+// `stride` bytes), 1 stride, 2 item starts (i32 [nCalls + 1], prefix sums of the calls' item
+// counts), 3 nCalls, 4 slot base, 5 slot bytes (the largest call's), 6 grain, 7 merge-row starts
+// (i32 [nCalls + 1], prefix sums of the rows each call merges: 0 for a direct call).
+// Item i of the dispatch is local item i - starts[c] of the call c with starts[c] <= i <
+// starts[c + 1]: each call runs exactly the items of its own plan, with its own globals, so the
+// results are bit-identical to running the calls one by one. A call's slot layout fits in the
+// shared slot (slot bytes = the max over calls).
+
+/** The call c with starts[c] <= i < starts[c + 1] (the last such c when counts are 0). */
+function callOf(starts: usize, nCalls: i32, i: i32): i32 {
+  let lo = 0, hi = nCalls - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (load<i32>(starts + (<usize>mid << 2)) <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** args: the multi block above. Runs the dispatch's items [begin, end) (attention_tile per call). */
+export function attention_multi(args: usize, begin: i32, end: i32): void {
+  const table = argU32(args, 0);
+  const stride = argU32(args, 1);
+  const starts = argU32(args, 2);
+  const n = argI32(args, 3);
+  const slot = argU32(args, 4) + <usize>(begin / argI32(args, 6)) * argU32(args, 5);
+  let c = -1;
+  let cBeg = 0, cEnd = 0;
+  for (let item = begin; item < end; item++) {
+    if (item >= cEnd) {
+      c = c < 0 ? callOf(starts, n, item) : c + 1;
+      while (load<i32>(starts + (<usize>(c + 1) << 2)) <= item) c++;
+      cBeg = load<i32>(starts + (<usize>c << 2));
+      cEnd = load<i32>(starts + (<usize>(c + 1) << 2));
+      loadArgs(table + <usize>c * stride);
+    }
+    runItem(item - cBeg, slot);
+  }
+}
+
+/** args: the multi block above. Merges rows [begin, end) of the dispatch (attention_merge per call). */
+export function attention_merge_multi(args: usize, begin: i32, end: i32): void {
+  const table = argU32(args, 0);
+  const stride = argU32(args, 1);
+  const starts = argU32(args, 7);
+  const n = argI32(args, 3);
+  let c = -1;
+  let cBeg = 0, cEnd = 0;
   for (let row = begin; row < end; row++) {
-    const token = row / nHeads;
-    const h = row - token * nHeads;
-    const tile = token / tileTokens;
-    const g = h / group;
-    const r = (token - tile * tileTokens) * group + (h - g * group);
-    const first = partialPtr + <usize>((tile * nKvHeads + g) * nChunks) * pBytes;
-    const mOff = (<usize>(maxRows * hdPad + r) << 2);
-    const lOff = (<usize>(maxRows * hdPad + maxRows + r) << 2);
-    const accOff = <usize>(r * hdPad) << 2;
-    let mMax = NEG_INF;
-    for (let c = 0; c < nChunks; c++) mMax = max(mMax, load<f32>(first + <usize>c * pBytes + mOff));
-    const out = outPtr + (<usize>(row * headDim) << 2);
-    const lse = lsePtr + (<usize>row << 2);
-    for (let d = 0; d < headDim; d++) store<f32>(out + (<usize>d << 2), 0);
-    if (mMax == NEG_INF) {
-      store<f32>(lse, NEG_INF);
-      continue;
+    if (row >= cEnd) {
+      c = c < 0 ? callOf(starts, n, row) : c + 1;
+      while (load<i32>(starts + (<usize>(c + 1) << 2)) <= row) c++;
+      cBeg = load<i32>(starts + (<usize>c << 2));
+      cEnd = load<i32>(starts + (<usize>(c + 1) << 2));
+      loadArgs(table + <usize>c * stride);
     }
-    let sum: f64 = 0;
-    for (let c = 0; c < nChunks; c++) {
-      const rec = first + <usize>c * pBytes;
-      const mc = load<f32>(rec + mOff);
-      if (mc != NEG_INF) sum += <f64>load<f32>(rec + lOff) * <f64>Math.pow(2, <f64>(mc - mMax));
-    }
-    for (let c = 0; c < nChunks; c++) {
-      const rec = first + <usize>c * pBytes;
-      const mc = load<f32>(rec + mOff);
-      if (mc == NEG_INF) continue;
-      const w = <f32>(Math.pow(2, <f64>(mc - mMax)) / sum);
-      addScaledRow(out, rec + accOff, w);
-    }
-    store<f32>(lse, <f32>(<f64>mMax * LN2 + Math.log(sum)));
+    mergeRow(row - cBeg);
   }
 }
 

@@ -1,14 +1,17 @@
 /**
  * The kernel families of `npm run bench -- kernels`: matvec / matmul per weight dtype, decode
- * and prefill attention per KV dtype, each timed on one runtime (one thread count).
+ * and prefill attention per KV dtype, and a batched decode step's attention over many varlen
+ * sequences (one dispatch vs one per sequence), each timed on one runtime (one thread count).
  */
 import type { Arena } from '../src/core/arena.js';
 import { DTYPE_NAMES, encodeArray, rowSizeBytes, type DType } from '../src/core/dtype.js';
-import { mulberry32, normalArray } from '../src/core/rng.js';
-import { wasmAttention } from '../src/kernels/wasm/attention.js';
+import { mulberry32, normalArray, shuffle } from '../src/core/rng.js';
+import type { AttentionCall } from '../src/kernels/types.js';
+import { wasmAttention, wasmAttentionAt, wasmAttentionManyAt } from '../src/kernels/wasm/attention.js';
 import { matmulAt, matvecAt, uploadWeights } from '../src/kernels/wasm/linear.js';
 import type { KernelRuntime } from '../src/kernels/wasm/runtime.js';
 import { StaticCache } from '../src/kv/static-cache.js';
+import type { KVView } from '../src/kv/types.js';
 import { medianTime as timeIt } from './probes.js';
 
 export const ATTN_SHAPE = { nHeads: 14, nKvHeads: 2, headDim: 64 } as const;
@@ -78,4 +81,80 @@ export function benchAttention(arena: Arena, rt: KernelRuntime, ctxs: readonly n
     cache.dispose();
   }
   return rows;
+}
+
+/**
+ * The many-sequence decode rows: 8 sequences (f16 KV in 32-token blocks, ATTN_SHAPE heads) of
+ * 1k..8k keys (the headline row), and of 64..512 keys (where dispatch overhead matters most).
+ */
+export const MANY_SHAPE = { nSeqs: 8, dtype: 'f16', blockLen: 32, ranges: [[1024, 8192], [64, 512]] } as const;
+export interface ManyRow { threads: number; minKeys: number; maxKeys: number; keys: number[]; oneDispatchMs: number; perSequenceMs: number; speedup: number }
+
+/**
+ * One decode step's attention for MANY_SHAPE.nSeqs sequences of different lengths over a paged
+ * pool (one segment per 32-token block, blocks scattered): wasmAttentionManyAt (one dispatch)
+ * against wasmAttentionAt per sequence. The two are timed alternately (medians), so a busy
+ * machine slows both alike.
+ */
+export function benchAttentionMany(arena: Arena, rt: KernelRuntime, log: (s: string) => void, seconds = 1): ManyRow[] {
+  return MANY_SHAPE.ranges.map(([minKeys, maxKeys]) => benchMany(arena, rt, log, minKeys, maxKeys, seconds));
+}
+
+function benchMany(arena: Arena, rt: KernelRuntime, log: (s: string) => void, minKeys: number, maxKeys: number, seconds: number): ManyRow {
+  const { nHeads, nKvHeads, headDim } = ATTN_SHAPE;
+  const { nSeqs, dtype, blockLen } = MANY_SHAPE;
+  const rng = mulberry32(7);
+  const keys = shuffle(rng, Array.from({ length: nSeqs }, (_, i) => Math.round(minKeys + (i * (maxKeys - minKeys)) / (nSeqs - 1))));
+  const row = rowSizeBytes(dtype, headDim);
+  const blockBytes = nKvHeads * blockLen * row; // head-major in a block (kv/paged/block-storage.ts)
+  const nBlocks = keys.reduce((a, n) => a + Math.ceil(n / blockLen), 0);
+  const kBase = arena.alloc(nBlocks * blockBytes);
+  const vBase = arena.alloc(nBlocks * blockBytes);
+  const qDim = nHeads * headDim;
+  const q = arena.alloc(nSeqs * qDim * 4);
+  const out = arena.alloc(nSeqs * qDim * 4);
+  const lse = arena.alloc(nSeqs * nHeads * 4);
+  try {
+    arena.bytes.set(encodeArray(dtype, normalArray(rng, (nBlocks * blockBytes) / 2)), kBase);
+    arena.bytes.set(encodeArray(dtype, normalArray(rng, (nBlocks * blockBytes) / 2)), vBase);
+    arena.f32.set(normalArray(rng, nSeqs * qDim), q >> 2);
+    const blocks = shuffle(rng, Array.from({ length: nBlocks }, (_, i) => i));
+    const calls: AttentionCall[] = keys.map((n, s) => {
+      const segments = [];
+      for (let t = 0; t < n; t += blockLen) {
+        const b = blocks.pop()!;
+        segments.push({ kOffsetBytes: kBase + b * blockBytes, vOffsetBytes: vBase + b * blockBytes, nTokens: Math.min(blockLen, n - t), pos0: t });
+      }
+      const view: KVView = {
+        bytes: arena.bytes, kDtype: dtype, vDtype: dtype, nKvHeads, headDim, segments, nTokens: n,
+        kTokenStrideBytes: row, kHeadStrideBytes: blockLen * row, vTokenStrideBytes: row, vHeadStrideBytes: blockLen * row,
+      };
+      return { qOffset: q + s * qDim * 4, outOffset: out + s * qDim * 4, lseOffset: lse + s * nHeads * 4, positions: [n - 1], view };
+    });
+    const many = () => wasmAttentionManyAt(rt, calls, nHeads);
+    const each = () => {
+      for (const c of calls) wasmAttentionAt(rt, c.qOffset, c.outOffset, c.lseOffset, c.positions, nHeads, c.view);
+    };
+    for (let i = 0; i < 3; i++) {
+      many();
+      each();
+    }
+    const tMany: number[] = [];
+    const tEach: number[] = [];
+    const t0 = performance.now();
+    while (tMany.length < 10 || performance.now() - t0 < seconds * 1000) {
+      let a = performance.now();
+      many();
+      tMany.push(performance.now() - a);
+      a = performance.now();
+      each();
+      tEach.push(performance.now() - a);
+    }
+    const median = (xs: number[]) => xs.sort((x, y) => x - y)[xs.length >> 1]!;
+    const r: ManyRow = { threads: rt.nThreads, minKeys, maxKeys, keys, oneDispatchMs: median(tMany), perSequenceMs: median(tEach), speedup: median(tEach) / median(tMany) };
+    log(`  ${rt.nThreads}t decode attention, ${nSeqs} sequences (${keys.join(', ')} keys, ${dtype}): one dispatch ${r.oneDispatchMs.toFixed(3)} ms, one per sequence ${r.perSequenceMs.toFixed(3)} ms, x${r.speedup.toFixed(2)}`);
+    return r;
+  } finally {
+    for (const o of [kBase, vBase, q, out, lse]) arena.free(o);
+  }
 }

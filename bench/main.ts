@@ -2,10 +2,11 @@
 /**
  * Benchmark programs (never timed unit tests).
  * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`; suites cache,
- * kernels, e2e (see bench/e2e.ts for its options, --llama-cpp among them), paged (bench/paged.ts:
- * batched generation on the paged cache vs one prompt after another; uses the e2e model options),
- * prefix-ttft (bench/prefix-ttft.ts), batch-decode (bench/batch-decode.ts: B sequences vs their
- * roofline), kv-memory (bench/kv-memory.ts: bytes per token and attention error per KV dtype).
+ * kernels (`--only many` etc.: some of its parts, bench/kernels.ts), e2e (see bench/e2e.ts for its
+ * options, --llama-cpp among them), paged (bench/paged.ts: batched generation on the paged cache vs
+ * one prompt after another; uses the e2e model options), prefix-ttft (bench/prefix-ttft.ts),
+ * batch-decode (bench/batch-decode.ts: B sequences vs their roofline), kv-memory
+ * (bench/kv-memory.ts: bytes per token and attention error per KV dtype).
  * Every run measures its own baselines (bench/probes.ts, bench/wasm-probes.ts), prints markdown
  * tables (what BENCHMARKS.md holds) and writes one JSON file per suite under --out.
  */
@@ -26,6 +27,8 @@ export interface SuiteOptions {
   ctxs: number[] | null;
   threads: number;
   log: (s: string) => void;
+  /** kernels suite only: the parts to run (bench/kernels.ts KERNEL_PARTS); null = all. */
+  only: string[] | null;
   /** e2e suite only. */
   e2e: Omit<E2ESuiteOptions, 'ctxs' | 'threads' | 'log'>;
 }
@@ -78,6 +81,7 @@ const program = new Command()
   .argument('[suites...]', `suites to run (${Object.keys(SUITES).join(', ')})`, ['cache'])
   .option('--ctx <list>', 'context lengths (default per suite)')
   .option('--threads <n>', 'threads for the kernels suite', String(Math.min(2, cpus().length)))
+  .option('--only <parts>', 'kernels: run only these parts (probes, linear, attention, many)')
   .option('--out <dir>', 'where JSON results go', 'bench-results')
   .option('--json', 'print the JSON instead of tables')
   .option('--preset <name>', 'e2e: model preset (made into .kvcache/bench-NAME when missing)')
@@ -88,7 +92,7 @@ const program = new Command()
   .option('--speedup-tokens <n>', 'e2e: tokens generated with and without the cache (0 = skip)', '512')
   .option('--llama-cpp', 'e2e: the same prompts through llama.cpp (node-llama-cpp) side by side')
   .action(async (suites: string[], opts: {
-    ctx?: string; threads: string; out: string; json?: boolean; preset?: string; model?: string; kv: string; weights: string;
+    ctx?: string; threads: string; only?: string; out: string; json?: boolean; preset?: string; model?: string; kv: string; weights: string;
     decodeTokens: string; speedupTokens: string; llamaCpp?: boolean;
   }) => {
     for (const s of suites) if (!(s in SUITES)) throw new Error(`unknown suite "${s}": expected one of ${Object.keys(SUITES).join(', ')}`);
@@ -104,7 +108,7 @@ const program = new Command()
     mkdirSync(opts.out, { recursive: true });
     for (const name of suites) {
       const suite = SUITES[name]!;
-      const result = { suite: name, date: new Date().toISOString(), machine, ...(await suite.run({ ctxs: parseCtx(opts.ctx), threads, log, e2e })) };
+      const result = { suite: name, date: new Date().toISOString(), machine, ...(await suite.run({ ctxs: parseCtx(opts.ctx), threads, log, e2e, only: opts.only === undefined ? null : opts.only.split(',') })) };
       const file = join(opts.out, `${name}.json`);
       writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
       if (opts.json) process.stdout.write(JSON.stringify(result) + '\n');

@@ -10,7 +10,7 @@
 import type { Arena } from '../core/arena.js';
 import type { DType } from '../core/dtype.js';
 import type { KVView } from '../kv/types.js';
-import type { AttentionOptions } from './types.js';
+import type { AttentionCall, AttentionOptions } from './types.js';
 
 export type RopePairing = 'neox' | 'interleaved';
 
@@ -32,6 +32,13 @@ export interface KernelSet {
   rope(qOff: number, nqHeads: number, kOff: number, nkHeads: number, nTokens: number, headDim: number, positions: Int32Array, invFreqOff: number, rotaryDim: number, pairing: RopePairing): void;
   /** out [nTokens, nHeads, headDim], lse [nTokens, nHeads] over the keys of `view` (kernels/types.ts rules). */
   attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void;
+  /**
+   * attention() for each of `calls` (types.ts AttentionCall: its own buffers, positions and view;
+   * views of any lengths and dtypes), all with nHeads query heads and `opts`: the same results
+   * as the calls one by one, bit for bit. Every call is checked before any runs (errors name
+   * `calls[i]`). The WASM set runs them as one parallel dispatch.
+   */
+  attentionMany(calls: readonly AttentionCall[], nHeads: number, opts?: AttentionOptions): void;
   /** out [n] = silu(gate) * up. */
   siluMul(gateOff: number, upOff: number, outOff: number, n: number): void;
   /** out [n] = a + b (out may equal a or b). */

@@ -15,15 +15,15 @@ import { defaultArena } from '../core/arena.js';
 import { rowSizeBytes, type DType } from '../core/dtype.js';
 import type { KVView } from '../kv/types.js';
 import type { KernelSet, RopePairing } from './kernel-set.js';
-import { attention as refAttention } from './ref/attention.js';
+import { attention as refAttention, checkPositions, checkView } from './ref/attention.js';
 import { residualAdd, siluMul as refSiluMul } from './ref/elementwise.js';
 import { embedding as refEmbedding } from './ref/embedding.js';
 import { matmul as refMatmul } from './ref/linear.js';
 import { rmsnorm as refRmsnorm } from './ref/norm.js';
 import { rope as refRope } from './ref/rope.js';
 import { argmax as refArgmax } from './ref/sampling.js';
-import type { AttentionOptions } from './types.js';
-import { wasmAttentionAt } from './wasm/attention.js';
+import { resolveAttentionOptions, type AttentionCall, type AttentionOptions } from './types.js';
+import { wasmAttentionAt, wasmAttentionManyAt } from './wasm/attention.js';
 import { residualAddAt, rmsnormAt, siluMulAt } from './wasm/elementwise.js';
 import { embeddingAt } from './wasm/embedding.js';
 import { matmulAt } from './wasm/linear.js';
@@ -58,11 +58,21 @@ class RefKernelSet implements KernelSet {
       this.arena.f32.set(y, off / 4);
     }
   }
-  attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void {
+  attention(qOff: number, outOff: number, lseOff: number, positions: ArrayLike<number>, nHeads: number, view: KVView, opts?: AttentionOptions): void {
     const q = f32At(this.arena, qOff, positions.length * nHeads * view.headDim).slice();
     const { out, lse } = refAttention(q, positions, nHeads, { ...view, bytes: this.arena.bytes }, opts);
     this.arena.f32.set(out, outOff / 4);
     this.arena.f32.set(lse, lseOff / 4);
+  }
+  attentionMany(calls: readonly AttentionCall[], nHeads: number, opts?: AttentionOptions): void {
+    // Every call checked first (errors name the call), as the WASM set does, then one by one.
+    resolveAttentionOptions(opts, 1);
+    calls.forEach((c, i) => {
+      checkView({ ...c.view, bytes: this.arena.bytes }, nHeads, `calls[${i}].view`);
+      resolveAttentionOptions(opts, c.view.headDim);
+      checkPositions(c.positions, `calls[${i}].positions`);
+    });
+    for (const c of calls) this.attention(c.qOffset, c.outOffset, c.lseOffset, c.positions, nHeads, c.view, opts);
   }
   siluMul(gateOff: number, upOff: number, outOff: number, n: number): void {
     this.arena.f32.set(refSiluMul(f32At(this.arena, gateOff, n).slice(), f32At(this.arena, upOff, n).slice()), outOff / 4);
@@ -110,6 +120,9 @@ class WasmKernelSet implements KernelSet {
   }
   attention(qOff: number, outOff: number, lseOff: number, positions: Int32Array, nHeads: number, view: KVView, opts?: AttentionOptions): void {
     wasmAttentionAt(this.rt, qOff, outOff, lseOff, positions, nHeads, view, opts);
+  }
+  attentionMany(calls: readonly AttentionCall[], nHeads: number, opts?: AttentionOptions): void {
+    wasmAttentionManyAt(this.rt, calls, nHeads, opts);
   }
   siluMul(gateOff: number, upOff: number, outOff: number, n: number): void {
     siluMulAt(this.rt, { gate: gateOff, up: upOff, out: outOff, n });

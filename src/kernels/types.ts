@@ -10,6 +10,7 @@
  *   runs, so this one rule gives causal masking among several new tokens as well.
  */
 import { ConfigError } from '../core/errors.js';
+import type { KVView } from '../kv/types.js';
 
 export interface AttentionOptions {
   /** Score multiplier applied to q.k; default 1 / sqrt(headDim). Must be finite. */
@@ -35,6 +36,25 @@ export interface BatchAttentionResult {
   out: Float32Array;
   /** [batch, nTokens, nHeads] */
   lse: Float32Array;
+}
+
+/**
+ * One call of a many-call attention (KernelSet.attentionMany, wasm wasmAttentionManyAt): the
+ * queries of one sequence over its own view, on f32 arena buffers at byte offsets. Calls of one
+ * batch share nHeads and the options; their views may differ in length, segments, dtypes,
+ * layout (and nKvHeads / headDim). A call's out may be its own q; no other overlap is allowed
+ * between the buffers of the calls of one batch.
+ */
+export interface AttentionCall {
+  /** q [nTokens, nHeads, headDim] f32. */
+  readonly qOffset: number;
+  /** out [nTokens, nHeads, headDim] f32. */
+  readonly outOffset: number;
+  /** lse [nTokens, nHeads] f32. */
+  readonly lseOffset: number;
+  /** [nTokens] query positions. */
+  readonly positions: ArrayLike<number>;
+  readonly view: KVView;
 }
 
 /** AttentionOptions with defaults filled in and values checked. */

@@ -9,7 +9,7 @@
  *               (Qwen3) q, k = rmsnorm per head
  *               q, k = rope(q, k, positions)
  *               cache[layer] += k, v          (written before attention: causal by position)
- *               x += attention(q, cache[layer]) Wo^T (+b)
+ *               x += attention(q, cache[layer]) Wo^T (+b)   (all sequences of a step in one call)
  *               xn = rmsnorm(x);  x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T
  *   logits = rmsnorm(x[last nLogits]) Wlm^T                  [nLogits, vocab]
  *
@@ -18,16 +18,21 @@
  * NOTE(2): K/V are appended through a SequenceKV (sequence-kv.ts) from an f32 view of the arena
  *   (no copy): the cache encodes them to its dtype. Dense caches and paged caches both adapt.
  * NOTE(3): runBatch runs several sequences in one step: the matmuls, norms and rope run over all
- *   the step's tokens at once (every weight matrix read once per step, whatever the batch), and
- *   only K/V append and attention go per sequence, each over its own cache view and positions.
- *   Prefill chunks of one sequence may sit beside decode tokens of others.
+ *   the step's tokens at once (every weight matrix read once per step, whatever the batch). Per
+ *   layer, every sequence appends its K/V first; then the sequences with one view attend in ONE
+ *   KernelSet.attentionMany call (each over its own view and positions; views of any lengths,
+ *   one parallel dispatch on the WASM kernels, results bit-identical to one call per sequence).
+ *   Views are taken after all the appends. Prefill chunks of one sequence may sit beside decode
+ *   tokens of others.
  * NOTE(4): A SequenceKV may expose several views (views(layer), e.g. KIVI: a quantized history
- *   and a full-precision recent window, each one dtype): attention runs per view and the parts
- *   merge exactly through their LSE (kernels/ref/merge.ts; O(tokens x heads x headDim), cheap).
+ *   and a full-precision recent window, each one dtype): such a sequence is left out of the
+ *   attentionMany call; attention runs per view and the parts merge exactly through their LSE
+ *   (kernels/ref/merge.ts; O(tokens x heads x headDim), cheap).
  */
 import { DisposedError, ShapeError, checkInt } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
-import type { LayeredKVCache } from '../kv/types.js';
+import type { AttentionCall } from '../kernels/types.js';
+import type { KVView, LayeredKVCache } from '../kv/types.js';
 import { mergeAttentionInto } from '../kernels/ref/merge.js';
 import { DenseRowKV, type SequenceKV } from './sequence-kv.js';
 import type { ForwardShape, LayerWeights, LinearWeight, ModelWeights } from './weights-layout.js';
@@ -102,6 +107,11 @@ export class Forward {
   private disposed = false;
   /** The one part of run(), reused (no allocation per decode step); kv set before each use. */
   private readonly single: { -readonly [K in keyof BatchPart]: BatchPart[K] }[] = [];
+  /** The attentionMany calls of a layer, and the call objects they reuse (no allocation per step once warm). */
+  private readonly calls: AttentionCall[] = [];
+  private readonly callPool: { -readonly [K in keyof AttentionCall]: AttentionCall[K] }[] = [];
+  /** Per part of the layer being run: its views when it has several (attended view by view), else null. */
+  private readonly splitViews: (readonly KVView[] | null)[] = [];
   /** Adapters of run()'s (cache, row) pairs; weak so a replaced cache is not kept alive. */
   private readonly rowKV = new WeakMap<LayeredKVCache, DenseRowKV[]>();
 
@@ -191,8 +201,8 @@ export class Forward {
       const k = f32.subarray((ws.k >> 2) + p.start * kvDim, (ws.k >> 2) + (p.start + p.n) * kvDim); // [n, nKvHeads, headDim]
       const v = f32.subarray((ws.v >> 2) + p.start * kvDim, (ws.v >> 2) + (p.start + p.n) * kvDim);
       p.kv.append(l, k, v, p.n);
-      this.attend(l, p, pos.subarray(p.start, p.start + p.n));
     }
+    this.attendAll(l, parts, pos);
     this.linear(w.o, ws.attn, T, ws.xn, w.oBias);
     ks.add(ws.x, ws.xn, ws.x, T * s.hidden);
     ks.rmsnorm(ws.x, w.ffnNorm, ws.xn, T, s.hidden, s.rmsEps);
@@ -204,22 +214,54 @@ export class Forward {
   }
 
   /**
+   * Attention of every part over its sequence's K/V, views taken after every append (NOTE(3)):
+   * the parts with one view in one attentionMany (one dispatch on the WASM kernels), the others
+   * view by view with a merge (attend).
+   */
+  private attendAll(l: number, parts: readonly BatchPart[], pos: Int32Array): void {
+    const { ks, ws, shape: s } = this;
+    const qDim = s.nHeads * s.headDim;
+    const calls = this.calls;
+    const split = this.splitViews;
+    calls.length = 0;
+    split.length = 0;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i]!;
+      const views = p.kv.views?.(l);
+      if (views !== undefined && views.length > 1) {
+        split[i] = views;
+        continue;
+      }
+      split[i] = null;
+      const view = views !== undefined && views.length === 1 ? views[0]! : p.kv.view(l);
+      const call = (this.callPool[calls.length] ??= { qOffset: 0, outOffset: 0, lseOffset: 0, positions: pos, view });
+      call.qOffset = ws.q + p.start * qDim * 4;
+      call.outOffset = ws.attn + p.start * qDim * 4;
+      call.lseOffset = ws.lse + p.start * s.nHeads * 4;
+      call.positions = pos.subarray(p.start, p.start + p.n);
+      call.view = view;
+      calls.push(call);
+    }
+    if (calls.length > 0) ks.attentionMany(calls, s.nHeads, { window: s.layerWindows[l]! });
+    for (let i = 0; i < parts.length; i++) {
+      const views = split[i];
+      if (views) this.attend(l, parts[i]!, pos.subarray(parts[i]!.start, parts[i]!.start + parts[i]!.n), views);
+    }
+    split.length = 0; // drop the views: nothing held past the step
+  }
+
+  /**
    * Attention of one part's queries over its sequence's K/V. A sequence stored in several views
    * (a quantized history beside a full-precision recent window) is attended view by view and the
    * partial results merged exactly by their log-sum-exp (NOTE(4)).
    */
-  private attend(l: number, p: BatchPart, pos: Int32Array): void {
+  private attend(l: number, p: BatchPart, pos: Int32Array, views: readonly KVView[]): void {
     const { ks, ws, shape: s } = this;
     const qDim = s.nHeads * s.headDim;
     const q = ws.q + p.start * qDim * 4;
     const out = ws.attn + p.start * qDim * 4;
     const lse = ws.lse + p.start * s.nHeads * 4;
     const opts = { window: s.layerWindows[l]! };
-    const views = p.kv.views?.(l);
-    if (views === undefined || views.length === 0) {
-      ks.attention(q, out, lse, pos, s.nHeads, p.kv.view(l), opts);
-      return;
-    }
     ks.attention(q, out, lse, pos, s.nHeads, views[0]!, opts);
     const f32 = ks.arena.f32;
     const nOut = p.n * qDim;

@@ -5,6 +5,7 @@
  *   wasmAttention(rt, q, positions, nHeads, view, opts)     -> { out, lse }      (copies q in, results out)
  *   wasmAttentionAt(rt, qOff, outOff, lseOff, positions, nHeads, view, opts)  (arena offsets: no copies)
  *   wasmAttentionBatch(rt, q, positions, nHeads, views, opts) -> { out, lse }  (one row per view)
+ *   wasmAttentionManyAt(rt, calls, nHeads, opts)            (many sequences' calls, one dispatch)
  *
  * NOTE(1): The work plan (planAttention) depends only on the shapes: query tiles of `tileTokens`
  *   tokens x the group of query heads of one kv head (at most MAX_TILE_ROWS rows), and key chunks
@@ -18,14 +19,22 @@
  *   K the query is quantized per 32-block to int16 and scores use exact integer dot products (as
  *   ggml's vec_dot_q8_0_q8_0, with a wider query); PARITY_TOLERANCES.attention covers that rounding.
  * NOTE(4): Once warm, a call allocates no arena memory: the segment table, visible ranges, per-slot
- *   scratch and partial records are named runtime scratch buffers (runtime.ts NOTE(2)).
+ *   scratch and partial records (and the many form's call table and prefix sums) are named
+ *   runtime scratch buffers (runtime.ts NOTE(2)).
  * NOTE(5): Positions (query and key) must be below 2^31 - 1: the kernels compare them as i32.
+ * NOTE(6): The many form (a batched decode step: one call per sequence, views of any lengths,
+ *   paged or dense, any dtypes) runs the union of the calls' work items as ONE parallel-for
+ *   (attention_multi) and, when any call chunks its keys, one merge (attention_merge_multi). Each
+ *   call keeps exactly its own plan, tables and globals (a table of per-call argument blocks and
+ *   prefix sums of the item counts map a dispatch item to (call, local item)); only the grain and
+ *   the scratch slots (one size: the largest call's) are shared, and results never depend on
+ *   which slot or thread runs an item: the output is bit-identical to the calls one by one.
  */
 import { DTYPES, type DType } from '../../core/dtype.js';
 import { ConfigError, OutOfRangeError, ShapeError } from '../../core/errors.js';
 import type { KVView } from '../../kv/types.js';
 import { checkPositions, checkView } from '../ref/attention.js';
-import { resolveAttentionOptions, type AttentionOptions, type AttentionResult, type BatchAttentionResult } from '../types.js';
+import { resolveAttentionOptions, type AttentionCall, type AttentionOptions, type AttentionResult, type BatchAttentionResult } from '../types.js';
 import type { KernelRuntime } from './runtime.js';
 
 /** Dtype codes of assembly/attention-rows.ts (DT_*). */
@@ -161,9 +170,9 @@ function checkF32Span(rt: KernelRuntime, what: string, offset: number, n: number
 }
 
 /** Key positions must fit the kernels' i32 compares (NOTE(5)). */
-function checkPositionLimits(positions: ArrayLike<number>, view: KVView, what: string): void {
+function checkPositionLimits(positions: ArrayLike<number>, view: KVView, what: string, posWhat = 'positions'): void {
   for (let i = 0; i < positions.length; i++) {
-    if (positions[i]! > MAX_POSITION) throw new OutOfRangeError(`positions[${i}] (wasm attention)`, `at most ${MAX_POSITION}`, positions[i]);
+    if (positions[i]! > MAX_POSITION) throw new OutOfRangeError(`${posWhat}[${i}] (wasm attention)`, `at most ${MAX_POSITION}`, positions[i]);
   }
   const segments = view.segments;
   for (let s = 0; s < segments.length; s++) {
@@ -268,6 +277,85 @@ export function wasmAttentionBatch(
   };
 }
 
+/** Writes 4-byte argument slots at an arena offset: the per-call blocks of the many form's table. */
+class TableWriter {
+  private rt: KernelRuntime | null = null;
+  private at = 0;
+  reset(rt: KernelRuntime, offsetBytes: number): this {
+    this.rt = rt;
+    this.at = offsetBytes >> 2;
+    return this;
+  }
+  i32(v: number): this {
+    this.rt!.arena.i32[this.at++] = v;
+    return this;
+  }
+  ptr(v: number): this {
+    this.rt!.arena.u32[this.at++] = v;
+    return this;
+  }
+  f32(v: number): this {
+    this.rt!.arena.f32[this.at++] = v;
+    return this;
+  }
+  /** Forget the runtime (a module-level writer must not keep a disposed runtime alive). */
+  release(): void {
+    this.rt = null;
+  }
+}
+const tableWriter = new TableWriter();
+
+/** What writeCallArgs writes through (the runtime's ArgWriter or a TableWriter). */
+interface SlotSink {
+  i32(v: number): SlotSink;
+  ptr(v: number): SlotSink;
+  f32(v: number): SlotSink;
+}
+
+/** Slots of one call's argument block (assembly/attention.ts loadArgs: 0 .. 40). */
+const CALL_SLOTS = 27 + SLOT_BUFFERS;
+
+/** The segment table of a view at segOff: i32 [nSegments, 5] = kOff, vOff, nTokens, pos0, first key index. */
+function writeSegments(rt: KernelRuntime, segOff: number, view: KVView): void {
+  const segments = view.segments;
+  const i32 = rt.arena.i32;
+  const u32 = rt.arena.u32;
+  let first = 0;
+  for (let s = 0; s < segments.length; s++) {
+    const seg = segments[s]!;
+    const o = (segOff >> 2) + 5 * s;
+    u32[o] = seg.kOffsetBytes;
+    u32[o + 1] = seg.vOffsetBytes;
+    i32[o + 2] = seg.nTokens;
+    i32[o + 3] = seg.pos0;
+    i32[o + 4] = first;
+    first += seg.nTokens;
+  }
+}
+
+/** The visible key ranges of the queries at rangeOff: i32 [nTokens, 2] = [lo, hi] (types.ts NOTE(2)). */
+function writeRanges(rt: KernelRuntime, rangeOff: number, positions: ArrayLike<number>, posOff: number, nTokens: number, window: number): void {
+  const i32 = rt.arena.i32;
+  for (let i = 0; i < nTokens; i++) {
+    const p = positions[posOff + i]!;
+    i32[(rangeOff >> 2) + 2 * i] = window === Infinity ? 0 : Math.max(0, p - window + 1);
+    i32[(rangeOff >> 2) + 2 * i + 1] = p;
+  }
+}
+
+/** One call's argument block, slot by slot in the order of assembly/attention.ts loadArgs. */
+function writeCallArgs(
+  a: SlotSink, plan: AttentionPlan, qOff: number, outOff: number, lseOff: number, rangeOff: number, segOff: number,
+  nTokens: number, nHeads: number, view: KVView, scale: number, partialOff: number, slotOff: number, slotBytes: number, grain: number,
+): void {
+  a.ptr(qOff).ptr(outOff).ptr(lseOff).ptr(rangeOff).ptr(segOff).i32(view.segments.length);
+  a.i32(nTokens).i32(nHeads).i32(view.nKvHeads).i32(view.headDim).i32(DTYPE_CODE[view.kDtype]).i32(DTYPE_CODE[view.vDtype]);
+  a.ptr(view.kTokenStrideBytes).ptr(view.kHeadStrideBytes).ptr(view.vTokenStrideBytes).ptr(view.vHeadStrideBytes);
+  a.f32(scale * LOG2E).i32(plan.tileTokens).i32(plan.nTiles).i32(plan.nChunks).i32(plan.chunkKeys).i32(view.nTokens);
+  a.ptr(partialOff).ptr(slotOff).ptr(slotBytes).i32(grain).i32(plan.intK ? 1 : 0);
+  for (let i = 0; i < SLOT_BUFFERS; i++) a.ptr(plan.slotLayout[i]!);
+}
+
 /**
  * Plan, write the tables and the argument block, run attention_tile (and attention_merge when the
  * keys are chunked). positions[posOff, posOff + nTokens) are this call's query positions.
@@ -276,40 +364,16 @@ function run(
   rt: KernelRuntime, qOff: number, outOff: number, lseOff: number, positions: ArrayLike<number>, posOff: number, nTokens: number,
   nHeads: number, view: KVView, scale: number, window: number,
 ): void {
-  const { headDim, nKvHeads, segments } = view;
+  const { headDim, nKvHeads } = view;
   const plan = fillPlan(callPlan, nTokens, nHeads, nKvHeads, headDim, view.kDtype, view.nTokens);
   // Every scratch buffer first (each may grow the arena), then the views to write the tables.
-  const nSeg = segments.length;
-  const segOff = rt.scratch('attention.segments', Math.max(1, nSeg) * 20);
+  const segOff = rt.scratch('attention.segments', Math.max(1, view.segments.length) * 20);
   const rangeOff = rt.scratch('attention.ranges', nTokens * 8);
   const slotOff = rt.scratch('attention.slots', plan.nSlots * plan.slotBytes);
   const partialOff = plan.direct ? 0 : rt.scratch('attention.partials', plan.nItems * plan.partialBytes);
-  const i32 = rt.arena.i32;
-  const u32 = rt.arena.u32;
-  let first = 0;
-  for (let s = 0; s < nSeg; s++) {
-    const seg = segments[s]!;
-    const o = (segOff >> 2) + 5 * s; // i32 [nSegments, 5]: kOff, vOff, nTokens, pos0, first key index
-    u32[o] = seg.kOffsetBytes;
-    u32[o + 1] = seg.vOffsetBytes;
-    i32[o + 2] = seg.nTokens;
-    i32[o + 3] = seg.pos0;
-    i32[o + 4] = first;
-    first += seg.nTokens;
-  }
-  for (let i = 0; i < nTokens; i++) {
-    const p = positions[posOff + i]!; // i32 [nTokens, 2]: visible key positions [lo, hi] (types.ts NOTE(2))
-    i32[(rangeOff >> 2) + 2 * i] = window === Infinity ? 0 : Math.max(0, p - window + 1);
-    i32[(rangeOff >> 2) + 2 * i + 1] = p;
-  }
-  // The argument block, slot by slot in the order of assembly/attention.ts loadArgs.
-  const a = rt.args();
-  a.ptr(qOff).ptr(outOff).ptr(lseOff).ptr(rangeOff).ptr(segOff).i32(nSeg);
-  a.i32(nTokens).i32(nHeads).i32(nKvHeads).i32(headDim).i32(DTYPE_CODE[view.kDtype]).i32(DTYPE_CODE[view.vDtype]);
-  a.ptr(view.kTokenStrideBytes).ptr(view.kHeadStrideBytes).ptr(view.vTokenStrideBytes).ptr(view.vHeadStrideBytes);
-  a.f32(scale * LOG2E).i32(plan.tileTokens).i32(plan.nTiles).i32(plan.nChunks).i32(plan.chunkKeys).i32(view.nTokens);
-  a.ptr(partialOff).ptr(slotOff).ptr(plan.slotBytes).i32(plan.grain).i32(plan.intK ? 1 : 0);
-  for (let i = 0; i < SLOT_BUFFERS; i++) a.ptr(plan.slotLayout[i]!);
+  writeSegments(rt, segOff, view);
+  writeRanges(rt, rangeOff, positions, posOff, nTokens, window);
+  writeCallArgs(rt.args(), plan, qOff, outOff, lseOff, rangeOff, segOff, nTokens, nHeads, view, scale, partialOff, slotOff, plan.slotBytes, plan.grain);
   // Calls too small to pay for waking the workers run on the calling thread (same results).
   const work = nTokens * nHeads * headDim * view.nTokens;
   if (work < PARALLEL_MIN_WORK) rt.runLocal('attention_tile', 0, plan.nItems);
@@ -318,5 +382,103 @@ function run(
     const rows = nTokens * nHeads;
     if (rows * plan.nChunks * headDim < PARALLEL_MIN_WORK) rt.runLocal('attention_merge', 0, rows);
     else rt.parallelFor('attention_merge', 0, rows, Math.max(1, Math.ceil(rows / MAX_GRAINS)));
+  }
+}
+
+/** Plans of the calls of the many form, reused across batches (grown on demand). */
+const manyPlans: AttentionPlan[] = [];
+
+/**
+ * Many attention calls in one dispatch (NOTE(6)): call i is `calls[i]` (q / out / lse at arena
+ * offsets, its own positions and view), all with `nHeads` query heads and the same options. The
+ * results are bit-identical to wasmAttentionAt on each call in turn. Every call is checked (as
+ * wasmAttentionAt, the errors naming `calls[i]`) before any kernel runs. A call's out may be its
+ * own q; no other buffer of a call may overlap a buffer of another call.
+ */
+export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly AttentionCall[], nHeads: number, opts?: AttentionOptions): void {
+  const nCalls = calls.length;
+  if (nCalls === 0) {
+    resolveAttentionOptions(opts, 1);
+    return;
+  }
+  let window = Infinity;
+  for (let c = 0; c < nCalls; c++) {
+    const call = calls[c]!;
+    const what = `calls[${c}]`;
+    const { view, positions } = call;
+    checkView(view, nHeads, `${what}.view`);
+    window = resolveAttentionOptions(opts, view.headDim).window;
+    checkPositions(positions, `${what}.positions`);
+    checkViewMemory(rt, view, `${what}.view`);
+    checkPositionLimits(positions, view, `${what}.view`, `${what}.positions`);
+    const n = positions.length * nHeads * view.headDim;
+    checkF32Span(rt, `${what}.q`, call.qOffset, n);
+    checkF32Span(rt, `${what}.out`, call.outOffset, n);
+    checkF32Span(rt, `${what}.lse`, call.lseOffset, positions.length * nHeads);
+  }
+  // Plans (each exactly the plan of the call alone) and the sizes of the shared tables.
+  while (manyPlans.length < nCalls) manyPlans.push(newPlan());
+  let nItems = 0, nMergeRows = 0, nSeg = 0, nRanges = 0, slotBytes = 0, partialBytes = 0, work = 0, mergeWork = 0;
+  for (let c = 0; c < nCalls; c++) {
+    const { positions, view } = calls[c]!;
+    const nTokens = positions.length;
+    if (nTokens === 0) continue;
+    const plan = fillPlan(manyPlans[c]!, nTokens, nHeads, view.nKvHeads, view.headDim, view.kDtype, view.nTokens);
+    nItems += plan.nItems;
+    nSeg += view.segments.length;
+    nRanges += nTokens;
+    slotBytes = Math.max(slotBytes, plan.slotBytes);
+    work += nTokens * nHeads * view.headDim * view.nTokens;
+    if (!plan.direct) {
+      partialBytes += plan.nItems * plan.partialBytes;
+      nMergeRows += nTokens * nHeads;
+      mergeWork += nTokens * nHeads * plan.nChunks * view.headDim;
+    }
+  }
+  if (nItems === 0) return;
+  const grain = Math.ceil(nItems / MAX_GRAINS);
+  const nSlots = Math.ceil(nItems / grain);
+  // Every scratch buffer first (each may grow the arena), then the tables.
+  const tableOff = rt.scratch('attention.many.calls', nCalls * CALL_SLOTS * 4);
+  const startsOff = rt.scratch('attention.many.starts', 2 * (nCalls + 1) * 4); // item starts, then merge-row starts
+  const segOff = rt.scratch('attention.segments', Math.max(1, nSeg) * 20);
+  const rangeOff = rt.scratch('attention.ranges', nRanges * 8);
+  const slotOff = rt.scratch('attention.slots', nSlots * slotBytes);
+  const partialOff = partialBytes === 0 ? 0 : rt.scratch('attention.partials', partialBytes);
+  const starts = rt.arena.i32;
+  const itemStarts = startsOff >> 2;
+  const rowStarts = itemStarts + nCalls + 1;
+  let item = 0, row = 0, seg = segOff, range = rangeOff, partial = partialOff;
+  for (let c = 0; c < nCalls; c++) {
+    starts[itemStarts + c] = item;
+    starts[rowStarts + c] = row;
+    const call = calls[c]!;
+    const { positions, view } = call;
+    const nTokens = positions.length;
+    if (nTokens === 0) continue;
+    const plan = manyPlans[c]!;
+    writeSegments(rt, seg, view);
+    writeRanges(rt, range, positions, 0, nTokens, window);
+    const { scale } = resolveAttentionOptions(opts, view.headDim);
+    writeCallArgs(tableWriter.reset(rt, tableOff + c * CALL_SLOTS * 4), plan, call.qOffset, call.outOffset, call.lseOffset, range, seg,
+      nTokens, nHeads, view, scale, plan.direct ? 0 : partial, slotOff, slotBytes, grain);
+    item += plan.nItems;
+    seg += view.segments.length * 20;
+    range += nTokens * 8;
+    if (!plan.direct) {
+      partial += plan.nItems * plan.partialBytes;
+      row += nTokens * nHeads;
+    }
+  }
+  tableWriter.release();
+  starts[itemStarts + nCalls] = item;
+  starts[rowStarts + nCalls] = row;
+  // The multi block, in the slot order of assembly/attention.ts attention_multi.
+  rt.args().ptr(tableOff).ptr(CALL_SLOTS * 4).ptr(startsOff).i32(nCalls).ptr(slotOff).ptr(slotBytes).i32(grain).ptr(startsOff + (nCalls + 1) * 4);
+  if (work < PARALLEL_MIN_WORK) rt.runLocal('attention_multi', 0, nItems);
+  else rt.parallelFor('attention_multi', 0, nItems, grain);
+  if (nMergeRows > 0) {
+    if (mergeWork < PARALLEL_MIN_WORK) rt.runLocal('attention_merge_multi', 0, nMergeRows);
+    else rt.parallelFor('attention_merge_multi', 0, nMergeRows, Math.max(1, Math.ceil(nMergeRows / MAX_GRAINS)));
   }
 }
