@@ -185,7 +185,7 @@ test('scoreBlocks equals the naive score; topBlocks ranks by score, ties to the 
   const [H, KV, Dm, nBlocks] = [6, 2, 8, 9];
   for (const A of [1, 2, 3]) {
     const anchors = normalArray(rng, nBlocks * A * H * Dm);
-    const table = [4, 0, 7, 2, 8, 1, 3];
+    const table = Int32Array.of(4, 0, 7, 2, 8, 1, 3);
     for (const nTok of [1, 3]) {
       const q = normalArray(rng, 5 + nTok * H * Dm);
       for (const retrieval of RETRIEVAL_TYPES) {

@@ -29,7 +29,8 @@ export function groupOfHead(retrieval: RetrievalType, h: number, nqHeads: number
   return retrieval === 'layer' ? 0 : retrieval === 'kvhead' ? Math.floor(h / (nqHeads / nKvHeads)) : h;
 }
 
-let qSum = new Float64Array(64); // [nqHeads * headDim] NOTE(1)
+let qRow = new Float64Array(64); // [nqHeads * headDim] one query row (or the summed rows, NOTE(1))
+let headGroup = new Int32Array(8); // [nqHeads] selection group of each q head
 
 /**
  * Scores of logical blocks [b0, b1) of a row into out[group * (b1 - b0) + (i - b0)] (out is
@@ -37,46 +38,71 @@ let qSum = new Float64Array(64); // [nqHeads * headDim] NOTE(1)
  * headDim]; table: logical -> physical; q: nTokens query rows [nqHeads, headDim] from element qAt.
  */
 export function scoreBlocks(
-  anchors: Float32Array, s: ScoreShape, retrieval: RetrievalType, table: ArrayLike<number>, b0: number, b1: number,
+  anchors: Float32Array, s: ScoreShape, retrieval: RetrievalType, table: Int32Array, b0: number, b1: number,
   q: Float32Array, qAt: number, nTokens: number, out: Float64Array,
 ): void {
   const { nqHeads: H, headDim: D } = s;
   const nGroups = retrieval === 'layer' ? 1 : retrieval === 'kvhead' ? s.nKvHeads : H;
   out.fill(0, 0, nGroups * (b1 - b0));
-  if (s.anchorNum === 1 && nTokens > 1) {
-    if (qSum.length < H * D) qSum = new Float64Array(H * D);
-    qSum.fill(0, 0, H * D);
-    for (let t = 0; t < nTokens; t++) for (let e = 0; e < H * D; e++) qSum[e] += q[qAt + t * H * D + e]!;
-    addScores(anchors, s, retrieval, table, b0, b1, qSum, 0, out);
-    return;
+  if (qRow.length < H * D) qRow = new Float64Array(H * D);
+  if (headGroup.length < H) headGroup = new Int32Array(H);
+  for (let h = 0; h < H; h++) headGroup[h] = groupOfHead(retrieval, h, H, s.nKvHeads);
+  const summed = s.anchorNum === 1 && nTokens > 1;
+  for (let t = 0; t < nTokens; t++) {
+    if (summed && t > 0) for (let e = 0; e < H * D; e++) qRow[e] += q[qAt + t * H * D + e]!;
+    else for (let e = 0; e < H * D; e++) qRow[e] = q[qAt + t * H * D + e]!;
+    if (!summed || t === nTokens - 1) addScores(anchors, s, table, b0, b1, out);
   }
-  for (let t = 0; t < nTokens; t++) addScores(anchors, s, retrieval, table, b0, b1, q, qAt + t * H * D, out);
 }
 
-/** out[group, i] += score of block b0 + i for one query row q[qAt ..] ([nqHeads, headDim]). */
-function addScores(
-  anchors: Float32Array, s: ScoreShape, retrieval: RetrievalType, table: ArrayLike<number>, b0: number, b1: number,
-  q: Float32Array | Float64Array, qAt: number, out: Float64Array,
-): void {
-  const { anchorNum: A, nqHeads: H, headDim: D, nKvHeads } = s;
+/**
+ * out[group, i] += score of block b0 + i for the query row in qRow. Per dimension, max over slots
+ * of anchor * q is taken as (max anchor) * q when q >= 0 and (min anchor) * q otherwise: equal
+ * (rounding is monotonic), and the branch follows the sign of q, the same for every block.
+ */
+function addScores(anchors: Float32Array, s: ScoreShape, table: Int32Array, b0: number, b1: number, out: Float64Array): void {
+  const { anchorNum: A, nqHeads: H, headDim: D } = s;
+  const HD = H * D;
   const n = b1 - b0;
-  const blockFloats = A * H * D;
+  const q = qRow;
   for (let i = 0; i < n; i++) {
-    const base = table[b0 + i]! * blockFloats;
+    const base = table[b0 + i]! * A * HD;
     for (let h = 0; h < H; h++) {
       const hb = base + h * D;
-      const qb = qAt + h * D;
+      const qb = h * D;
       let sum = 0;
-      for (let d = 0; d < D; d++) {
-        const qd = q[qb + d]!;
-        let m = anchors[hb + d]! * qd;
-        for (let a = 1; a < A; a++) {
-          const v = anchors[hb + a * H * D + d]! * qd;
-          if (v > m) m = v;
+      if (A === 1) {
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        let d = 0;
+        for (; d + 3 < D; d += 4) {
+          sum += anchors[hb + d]! * q[qb + d]!;
+          s1 += anchors[hb + d + 1]! * q[qb + d + 1]!;
+          s2 += anchors[hb + d + 2]! * q[qb + d + 2]!;
+          s3 += anchors[hb + d + 3]! * q[qb + d + 3]!;
         }
-        sum += m;
+        for (; d < D; d++) sum += anchors[hb + d]! * q[qb + d]!;
+        sum += s1 + s2 + s3;
+      } else {
+        for (let d = 0; d < D; d++) {
+          const qd = q[qb + d]!;
+          let m = anchors[hb + d]!;
+          if (qd >= 0) {
+            for (let a = 1; a < A; a++) {
+              const v = anchors[hb + a * HD + d]!;
+              if (v > m) m = v;
+            }
+          } else {
+            for (let a = 1; a < A; a++) {
+              const v = anchors[hb + a * HD + d]!;
+              if (v < m) m = v;
+            }
+          }
+          sum += m * qd;
+        }
       }
-      out[groupOfHead(retrieval, h, H, nKvHeads) * n + i] += sum;
+      out[headGroup[h]! * n + i] += sum;
     }
   }
 }

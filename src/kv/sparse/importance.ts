@@ -94,11 +94,11 @@ export interface ImportanceQueries {
 
 /**
  * Add the attention probabilities of the queries to the importance of q heads [h0, h0 + hc) over
- * the keys of the logical blocks blocks[0, nb) of a row (table, seqLen). imp: the layer's array.
+ * the keys of the logical blocks blocks[b0, b0 + nb) of a row (table, seqLen). imp: the layer's array.
  */
 export function accumulateImportance(
   ks: KernelSet, st: BlockStorage, scratch: ArenaScratch, imp: Float32Array, nqHeads: number, layer: number,
-  table: Int32Array, seqLen: number, blocks: Int32Array, nb: number, qz: ImportanceQueries, h0: number, hc: number,
+  table: Int32Array, seqLen: number, blocks: Int32Array, b0: number, nb: number, qz: ImportanceQueries, h0: number, hc: number,
 ): void {
   const D = st.headDim;
   const L = st.blockLen;
@@ -115,7 +115,7 @@ export function accumulateImportance(
       f32.copyWithin((xOff >> 2) + t * (hb - ha) * D, src, src + (hb - ha) * D);
     }
     for (let i = 0; i < nb; i++) {
-      const logical = blocks[i]!;
+      const logical = blocks[b0 + i]!;
       const phys = table[logical]!;
       const n = Math.min(L, seqLen - logical * L);
       if (n <= 0) continue;

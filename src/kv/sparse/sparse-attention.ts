@@ -139,7 +139,7 @@ export class SparseAttention {
       const pos = positions.subarray(t0);
       const q = qOff + t0 * this.nqHeads * this.headDim * 4;
       const lse = lseOff >= 0 ? lseOff + t0 * this.nqHeads * 4 : this.denseLse(ks, layer, table, seqLen, q, pos, opts);
-      this.addImportance(ks, layer, table, seqLen, q, lse, pos, scale, this.allBlocks(seqLen), Math.ceil(seqLen / this.blockLen), 0, this.nqHeads);
+      this.addImportance(ks, layer, table, seqLen, q, lse, pos, scale, this.allBlocks(seqLen), 0, Math.ceil(seqLen / this.blockLen), 0, this.nqHeads);
     }
     for (let b = 0; b < Math.floor(seqLen / this.blockLen); b++) {
       if (m > 0 || (b + 1) * this.blockLen > fromLen || !this.anchors.isValid(layer, table[b]!)) this.computeBlockAnchors(layer, table[b]!);
@@ -154,7 +154,7 @@ export class SparseAttention {
     const { scale } = resolveAttentionOptions(opts, this.headDim);
     if (positions.length === 0) return;
     const lse = lseOff >= 0 ? lseOff : this.denseLse(ks, layer, table, seqLen, qOff, positions, opts);
-    this.addImportance(ks, layer, table, seqLen, qOff, lse, positions, scale, this.allBlocks(seqLen), Math.ceil(seqLen / this.blockLen), 0, this.nqHeads);
+    this.addImportance(ks, layer, table, seqLen, qOff, lse, positions, scale, this.allBlocks(seqLen), 0, Math.ceil(seqLen / this.blockLen), 0, this.nqHeads);
   }
 
   /**
@@ -358,18 +358,17 @@ export class SparseAttention {
     const open = Math.floor((seqLen - 1) / this.blockLen); // the block holding the newest token
     if (open * this.blockLen >= seqLen - positions.length) this.importance.clearBlock(layer, table[open]!);
     if (this.config.decodeImportance === 'tail' || step.dense) {
-      const blocks = this.allBlocks(seqLen);
       const from = this.config.decodeImportance === 'tail' ? open : 0;
-      this.addImportance(ks, layer, table, seqLen, qOff, lseOff, positions, scale, blocks.subarray(from), open + 1 - from, 0, this.nqHeads);
+      this.addImportance(ks, layer, table, seqLen, qOff, lseOff, positions, scale, this.allBlocks(seqLen), from, open + 1 - from, 0, this.nqHeads);
       return;
     }
     const perGroup = this.nqHeads / step.nGroups;
     for (let g = 0; g < step.nGroups; g++) {
-      this.addImportance(ks, layer, table, seqLen, qOff, lseOff, positions, scale, step.tables.subarray(g * step.stride), step.counts[g]!, g * perGroup, perGroup);
+      this.addImportance(ks, layer, table, seqLen, qOff, lseOff, positions, scale, step.tables, g * step.stride, step.counts[g]!, g * perGroup, perGroup);
     }
   }
 
-  private addImportance(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, lseOff: number, positions: Int32Array, scale: number, blocks: Int32Array, nb: number, h0: number, hc: number): void {
+  private addImportance(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, lseOff: number, positions: Int32Array, scale: number, blocks: Int32Array, b0: number, nb: number, h0: number, hc: number): void {
     const qz = this.qz;
     qz.qOff = qOff;
     qz.lseOff = lseOff;
@@ -377,7 +376,7 @@ export class SparseAttention {
     qz.t0 = 0;
     qz.m = positions.length;
     qz.scale = scale;
-    accumulateImportance(ks, this.storage, this.scratch, this.importance.layer(layer), this.nqHeads, layer, table, seqLen, blocks, nb, qz, h0, hc);
+    accumulateImportance(ks, this.storage, this.scratch, this.importance.layer(layer), this.nqHeads, layer, table, seqLen, blocks, b0, nb, qz, h0, hc);
   }
 
   /** lse [nTokens, nqHeads] of dense attention of the queries over the row, in scratch; returns its offset. */
