@@ -111,9 +111,19 @@ test('anchor and importance accessors: copies, one block only, typed errors', ()
   assert.throws(() => sp.getImportance(0, row.storage.nBlocks), OutOfRangeError);
   assert.throws(() => sp.setAnchors(0, -1, a), OutOfRangeError);
   assert.deepEqual(sp.getAnchors(1, 2), a, 'a rejected set changes nothing');
-  // invalidateBlocks clears importance; anchors set by hand stay until recomputed, then follow the keys.
-  sp.invalidateBlocks([3]);
+  // invalidateBlocks: anchors recomputed from the keys when next needed; importance cleared unless kept.
+  assert.equal(sp.hasAnchors(1, 2), true);
+  assert.equal(sp.hasAnchors(1, 1), false);
+  sp.invalidateBlocks([3], false);
+  assert.deepEqual(sp.getImportance(0, 3), imp);
+  sp.invalidateBlocks([2, 3]);
+  assert.equal(sp.hasAnchors(1, 2), false);
   assert.ok(sp.getImportance(0, 3).every((x) => x === 0));
+  const table = Int32Array.of(2, 1);
+  assert.equal(sp.onBlocksFilled(1, table, 0, 2 * L), 2);
+  assert.equal(sp.hasAnchors(1, 2), true);
+  assert.notDeepEqual(sp.getAnchors(1, 2), a, 'recomputed from the keys');
+  assert.throws(() => sp.hasAnchors(1, row.storage.nBlocks), OutOfRangeError);
   sp.dispose();
   row.storage.dispose();
 });

@@ -15,10 +15,8 @@
  *   storage; one decode token per call, or a prefill chunk) and the ktransformers facade (batch
  *   rows with explicit physical ids and per-call pick / init / local). `row` only keys the stored
  *   selections; forgetRow(row) drops them when the row is reused for other content.
- * NOTE(2): KVHEAD / QHEAD run one kernel call per group on a single-kv-head view. One query token:
- *   a group's q heads are contiguous in q/out/lse and the kernel runs on them in place. Several
- *   tokens: they are strided, so q is gathered into arena scratch and out/lse scattered back; the
- *   scratch is allocated once and reused (no allocation per token once warm).
+ * NOTE(2): KVHEAD / QHEAD run one kernel call per group on a single-kv-head view, in place for one
+ *   query token, through gathered arena scratch for several (group-attention.ts).
  * NOTE(3): Anchors are per physical block and valid while the block's keys are unchanged. Call
  *   onBlocksFilled after each step that fills blocks (or afterPrefill after a prompt); a block never
  *   anchored is anchored lazily when first scored. A caller that rewrites a block's keys in place
@@ -28,7 +26,7 @@
  * NOTE(5): With decodeImportance on, importance is computed after the attention from q and the
  *   returned lse: `out` must not overlap `q` then (ConfigError).
  */
-import { ConfigError, OutOfRangeError, ShapeError, checkIndex, checkInt } from '../../core/errors.js';
+import { ConfigError, checkIndex, checkInt } from '../../core/errors.js';
 import type { KernelSet } from '../../kernels/kernel-set.js';
 import { resolveAttentionOptions, type AttentionOptions } from '../../kernels/types.js';
 import type { BlockStorage } from '../paged/block-storage.js';
@@ -36,8 +34,10 @@ import { AnchorStore, computeAnchors, decodeBlockKeys } from './anchors.js';
 import { ArenaScratch } from './arena-scratch.js';
 import { fillBlockView, newBlockView, type BlockView } from './block-view.js';
 import { scoreBlocks, topBlocks } from './block-select.js';
+import { GroupAttention } from './group-attention.js';
 import { ImportanceStore, accumulateImportance, type ImportanceQueries } from './importance.js';
 import { SelectionStore, SparseStep, expandSelection, needsSelection, selectionBounds, slotOf, type SelectionBounds, type SelectionRecord } from './selection-store.js';
+import { checkQueries, checkRow, checkSpan } from './sparse-checks.js';
 import { groupCount, resolveSparseConfig, type ResolvedSparseConfig, type SparseOptions } from './sparse-config.js';
 
 /** Per-call options: the attention's scale / window, and overrides used when a selection is made. */
@@ -70,7 +70,9 @@ export class SparseAttention {
   private readonly selections: SelectionStore;
   private readonly scratch: ArenaScratch;
   private readonly step = new SparseStep();
-  private readonly views: BlockView[];
+  private readonly groups: GroupAttention;
+  /** The row's dense view, for the lse of importance queries. */
+  private readonly lseView: BlockView;
   private readonly bounds: SelectionBounds = { nBlocks: 0, nFull: 0, initN: 0, recentStart: 0 };
   private readonly qz: ImportanceQueries = { qOff: 0, lseOff: 0, positions: new Int32Array(0), t0: 0, m: 0, scale: 1 };
   /** [nKvHeads, blockLen, headDim] one block's decoded keys. */
@@ -96,7 +98,8 @@ export class SparseAttention {
     this.importance = new ImportanceStore(this.nLayers, storage.nBlocks, this.blockLen, nqHeads);
     this.selections = new SelectionStore(this.config.nSlots, this.nGroups);
     this.scratch = new ArenaScratch(storage.arena);
-    this.views = Array.from({ length: this.nGroups }, () => newBlockView(storage));
+    this.groups = new GroupAttention(storage, nqHeads, this.config.retrievalType, this.nGroups, this.scratch);
+    this.lseView = newBlockView(storage);
     this.keys = new Float32Array(this.nKvHeads * this.blockLen * this.headDim);
   }
 
@@ -110,7 +113,7 @@ export class SparseAttention {
     checkIndex('layer', layer, this.nLayers);
     checkInt('fromLen', fromLen, 0);
     checkInt(`toLen (fromLen = ${fromLen})`, toLen, fromLen);
-    this.checkTable(table, toLen);
+    checkRow(this.storage, table, toLen);
     if (this.isDenseLayer(layer)) return 0;
     const b1 = Math.floor(toLen / this.blockLen);
     let n = 0;
@@ -121,14 +124,15 @@ export class SparseAttention {
   /**
    * After a prompt (tokens [fromLen, seqLen) new): importance from the last `importanceQueries`
    * queries (q [nTokens, nqHeads, headDim], positions [nTokens]; lse [nTokens, nqHeads] of their
-   * dense attention, or lseOff < 0 to compute it), then anchors of every full block.
+   * dense attention, or lseOff < 0 to compute it), then anchors: of every full block when
+   * importance was added (DYNAMIC anchors follow it), else of the blocks that filled or have none.
    */
   afterPrefill(ks: KernelSet, layer: number, table: Int32Array, fromLen: number, seqLen: number, qOff: number, positions: Int32Array, lseOff = -1, opts?: AttentionOptions): void {
     checkIndex('layer', layer, this.nLayers);
+    checkRow(this.storage, table, seqLen);
     checkInt(`fromLen (seqLen = ${seqLen})`, fromLen, 0, seqLen);
-    this.checkTable(table, seqLen);
     const n = positions.length;
-    this.checkQueries(qOff, lseOff, positions, false);
+    checkQueries(this.storage.arena, this.nqHeads, this.headDim, qOff, lseOff, positions, false);
     const { scale } = resolveAttentionOptions(opts, this.headDim);
     if (this.isDenseLayer(layer)) return;
     const m = Math.min(this.config.importanceQueries, n);
@@ -149,8 +153,8 @@ export class SparseAttention {
   /** Add the attention probabilities of the given queries (their lse, or lseOff < 0) over every key of the row. */
   accumulateImportance(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, positions: Int32Array, lseOff = -1, opts?: AttentionOptions): void {
     checkIndex('layer', layer, this.nLayers);
-    this.checkTable(table, seqLen);
-    this.checkQueries(qOff, lseOff, positions, false);
+    checkRow(this.storage, table, seqLen);
+    checkQueries(this.storage.arena, this.nqHeads, this.headDim, qOff, lseOff, positions, false);
     const { scale } = resolveAttentionOptions(opts, this.headDim);
     if (positions.length === 0) return;
     const lse = lseOff >= 0 ? lseOff : this.denseLse(ks, layer, table, seqLen, qOff, positions, opts);
@@ -169,9 +173,9 @@ export class SparseAttention {
     checkIndex('layer', layer, this.nLayers);
     checkInt('row', row, 0);
     checkInt('tokenIdx', tokenIdx, 0);
-    this.checkTable(table, seqLen);
-    this.checkQueries(qOff, lseOff, positions, true);
-    this.checkSpan('out', outOff, positions.length * this.nqHeads * this.headDim);
+    checkRow(this.storage, table, seqLen);
+    checkQueries(this.storage.arena, this.nqHeads, this.headDim, qOff, lseOff, positions, true);
+    checkSpan(this.storage.arena, 'out', outOff, positions.length * this.nqHeads * this.headDim);
     const { scale } = resolveAttentionOptions(call, this.headDim);
     const pick = checkInt('pick (-1 = dense)', call.pick ?? this.config.pick, -1);
     const init = checkInt('init', call.init ?? this.config.init, 0);
@@ -198,7 +202,7 @@ export class SparseAttention {
       step.fresh = fresh;
       step.slot = slot;
     }
-    this.runGroups(ks, layer, table, seqLen, qOff, outOff, lseOff, positions, call);
+    this.groups.run(ks, step, layer, table, seqLen, qOff, outOff, lseOff, positions, call);
     if (importance) this.decodeImportance(ks, layer, table, seqLen, qOff, lseOff, positions, scale);
     return step;
   }
@@ -233,12 +237,22 @@ export class SparseAttention {
     this.importance.set(layer, block, data);
   }
 
-  /** Forget anchors and importance of physical blocks whose keys changed (NOTE(3)). */
-  invalidateBlocks(blocks: ArrayLike<number>): void {
+  /** Whether one physical block's anchors are computed (or set) for its current keys. */
+  hasAnchors(layer: number, block: number): boolean {
+    checkIndex('layer', layer, this.nLayers);
+    checkIndex('block (physical id)', block, this.storage.nBlocks);
+    return this.anchors.isValid(layer, block);
+  }
+
+  /**
+   * Forget the anchors (recomputed when next scored) and, unless clearImportance is false, the
+   * importance of physical blocks whose keys changed, in every layer (NOTE(3)).
+   */
+  invalidateBlocks(blocks: ArrayLike<number>, clearImportance = true): void {
     for (let i = 0; i < blocks.length; i++) checkIndex(`blocks[${i}] (physical id)`, blocks[i], this.storage.nBlocks);
     for (let i = 0; i < blocks.length; i++) {
       this.anchors.invalidate(blocks[i]!);
-      this.importance.clearBlockAllLayers(blocks[i]!);
+      if (clearImportance) this.importance.clearBlockAllLayers(blocks[i]!);
     }
   }
 
@@ -307,50 +321,6 @@ export class SparseAttention {
     return step;
   }
 
-  /** One kernel call per selection group (NOTE(2)). */
-  private runGroups(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, outOff: number, lseOff: number, positions: Int32Array, opts: AttentionOptions): void {
-    const step = this.step;
-    const H = this.nqHeads;
-    const group = H / this.nKvHeads;
-    const perGroup = step.dense || this.config.retrievalType === 'layer' ? H : this.config.retrievalType === 'kvhead' ? group : 1;
-    const gather = positions.length > 1 && perGroup < H;
-    if (gather) this.gatherScratch(positions.length, perGroup); // before any view takes arena.bytes
-    for (let g = 0; g < step.nGroups; g++) {
-      const kvHead = perGroup === H ? -1 : Math.floor((g * perGroup) / group);
-      const view = this.views[g]!;
-      fillBlockView(view, this.storage, layer, table, seqLen, step.tables, g * step.stride, step.counts[g]!, kvHead);
-      this.attendHeads(ks, qOff, outOff, lseOff, positions, g * perGroup, perGroup, view, opts, gather);
-    }
-  }
-
-  private gatherScratch(nTokens: number, hc: number): void {
-    this.scratch.get('attend.q', nTokens * hc * this.headDim * 4); // [nTokens, hc, headDim]
-    this.scratch.get('attend.out', nTokens * hc * this.headDim * 4); // [nTokens, hc, headDim]
-    this.scratch.get('attend.lse', nTokens * hc * 4); // [nTokens, hc]
-  }
-
-  /** Attention of q heads [h0, h0 + hc) over `view`: in place, or through gathered scratch. */
-  private attendHeads(ks: KernelSet, qOff: number, outOff: number, lseOff: number, positions: Int32Array, h0: number, hc: number, view: BlockView, opts: AttentionOptions, gather: boolean): void {
-    const D = this.headDim;
-    const H = this.nqHeads;
-    if (!gather) {
-      ks.attention(qOff + h0 * D * 4, outOff + h0 * D * 4, lseOff + h0 * 4, positions, hc, view, opts);
-      return;
-    }
-    const n = positions.length;
-    const qS = this.scratch.get('attend.q', n * hc * D * 4) >> 2;
-    const oS = this.scratch.get('attend.out', n * hc * D * 4) >> 2;
-    const lS = this.scratch.get('attend.lse', n * hc * 4) >> 2;
-    let f32 = ks.arena.f32;
-    for (let t = 0; t < n; t++) f32.copyWithin(qS + t * hc * D, (qOff >> 2) + (t * H + h0) * D, (qOff >> 2) + (t * H + h0 + hc) * D);
-    ks.attention(qS << 2, oS << 2, lS << 2, positions, hc, view, opts);
-    f32 = ks.arena.f32;
-    for (let t = 0; t < n; t++) {
-      f32.copyWithin((outOff >> 2) + (t * H + h0) * D, oS + t * hc * D, oS + (t + 1) * hc * D);
-      f32.copyWithin((lseOff >> 2) + t * H + h0, lS + t * hc, lS + (t + 1) * hc);
-    }
-  }
-
   /** Decode-time importance (sparse-config.ts NOTE(3)) from this call's q and lse. */
   private decodeImportance(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, lseOff: number, positions: Int32Array, scale: number): void {
     if (seqLen === 0) return;
@@ -384,7 +354,7 @@ export class SparseAttention {
     const n = positions.length;
     const outS = this.scratch.get('importance.out', n * this.nqHeads * this.headDim * 4); // [n, nqHeads, headDim]
     const lseS = this.scratch.get('importance.lse', n * this.nqHeads * 4); // [n, nqHeads]
-    const view = this.views[0]!;
+    const view = this.lseView;
     const nBlocks = Math.ceil(seqLen / this.blockLen);
     fillBlockView(view, this.storage, layer, table, seqLen, this.allBlocks(seqLen), 0, nBlocks, -1);
     ks.attention(qOff, outS, lseS, positions, this.nqHeads, view, opts);
@@ -399,30 +369,5 @@ export class SparseAttention {
       for (let i = 0; i < this.iota.length; i++) this.iota[i] = i;
     }
     return this.iota;
-  }
-
-  private checkTable(table: Int32Array, seqLen: number): void {
-    if (!(table instanceof Int32Array)) throw new ConfigError('block table', 'an Int32Array (logical block -> physical block id)', typeof table);
-    checkInt('seqLen', seqLen, 0);
-    const nBlocks = Math.ceil(seqLen / this.blockLen);
-    if (table.length < nBlocks) throw new ShapeError(`block table length (seqLen ${seqLen} / blockLen ${this.blockLen}, rounded up)`, `at least ${nBlocks}`, table.length);
-    for (let i = 0; i < nBlocks; i++) {
-      if (table[i]! < 0 || table[i]! >= this.storage.nBlocks) throw new OutOfRangeError(`block table[${i}] (physical block id)`, `an integer in [0, ${this.storage.nBlocks})`, table[i]);
-    }
-  }
-
-  private checkQueries(qOff: number, lseOff: number, positions: Int32Array, needLse: boolean): void {
-    if (!(positions instanceof Int32Array)) throw new ConfigError('positions', 'an Int32Array [nTokens]', typeof positions);
-    for (let i = 0; i < positions.length; i++) if (positions[i]! < 0) throw new OutOfRangeError(`positions[${i}]`, 'an integer >= 0', positions[i]);
-    this.checkSpan('q', qOff, positions.length * this.nqHeads * this.headDim);
-    if (needLse || lseOff >= 0) this.checkSpan('lse', lseOff, positions.length * this.nqHeads);
-  }
-
-  /** Throws OutOfRangeError unless [off, off + 4n) is a 4-aligned f32 span inside the arena. */
-  private checkSpan(what: string, off: number, n: number): void {
-    const mapped = this.storage.arena.mappedBytes;
-    if (typeof off !== 'number' || !Number.isInteger(off) || off < 0 || off % 4 !== 0 || off + 4 * n > mapped) {
-      throw new OutOfRangeError(`${what} arena byte offset ([${n}] f32)`, `a multiple of 4 in [0, ${mapped - 4 * n}]`, off);
-    }
   }
 }
