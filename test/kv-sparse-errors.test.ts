@@ -5,7 +5,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Arena } from '../src/core/arena.js';
-import { ConfigError, KVCacheError, OutOfRangeError, ShapeError } from '../src/core/errors.js';
+import { ConfigError, DisposedError, KVCacheError, OutOfRangeError, ShapeError } from '../src/core/errors.js';
 import { kernelsFor } from '../src/kernels/registry.js';
 import { SparseAttention } from '../src/kv/sparse/sparse-attention.js';
 import { parseAnchorType, parseRetrievalType, resolveSparseConfig, type SparseOptions } from '../src/kv/sparse/sparse-config.js';
@@ -108,5 +108,6 @@ test('bad input to attend / onBlocksFilled / afterPrefill / invalidateBlocks: ty
   assert.deepEqual(sp.getImportance(0, row.table[9]!), importance, 'importance unchanged');
   assert.ok(importance.some((x) => x !== 0), 'the tail block has importance to lose');
   sp.dispose();
+  assert.throws(attend({}), DisposedError);
   row.storage.dispose();
 });

@@ -15,7 +15,8 @@
  * NOTE(2): A stored selection keeps (init + picked blocks, recentStart). Reused at a later length,
  *   every block from recentStart on is attended: all full blocks that appeared since the
  *   selection and the current tail. (The original rebuilt the table from the old length and, at
- *   an exact multiple of blockLen, dropped the newest full block.)
+ *   an exact multiple of blockLen, dropped the newest full block.) A selection made by the dense
+ *   fallback stays dense until the next selection (dense extended is dense).
  * NOTE(3): Slots: selecting layer l (l >= layerOffset, (l - layerOffset) % layerStep == 0) owns
  *   slot (l - layerOffset) / layerStep; the next layerStep - 1 layers reuse it. nSlots =
  *   ceil((nLayers - layerOffset) / layerStep) covers every layer >= layerOffset (the original

@@ -26,7 +26,7 @@
  * NOTE(5): With decodeImportance on, importance is computed after the attention from q and the
  *   returned lse: `out` must not overlap `q` then (ConfigError).
  */
-import { ConfigError, checkIndex, checkInt } from '../../core/errors.js';
+import { ConfigError, DisposedError, checkIndex, checkInt } from '../../core/errors.js';
 import type { KernelSet } from '../../kernels/kernel-set.js';
 import { resolveAttentionOptions, type AttentionOptions } from '../../kernels/types.js';
 import type { BlockStorage } from '../paged/block-storage.js';
@@ -83,6 +83,7 @@ export class SparseAttention {
   private rank = new Int32Array(0);
   /** [n] 0, 1, ..., n - 1: the block list of a dense row. */
   private iota = new Int32Array(0);
+  private disposed = false;
 
   constructor(readonly storage: BlockStorage, nqHeads: number, options: SparseOptions = {}) {
     const shape = { nLayers: storage.nLayers, nqHeads, nKvHeads: storage.nKvHeads, headDim: storage.headDim, blockLen: storage.blockLen };
@@ -128,6 +129,7 @@ export class SparseAttention {
    * importance was added (DYNAMIC anchors follow it), else of the blocks that filled or have none.
    */
   afterPrefill(ks: KernelSet, layer: number, table: Int32Array, fromLen: number, seqLen: number, qOff: number, positions: Int32Array, lseOff = -1, opts?: AttentionOptions): void {
+    this.checkLive();
     checkIndex('layer', layer, this.nLayers);
     checkRow(this.storage, table, seqLen);
     checkInt(`fromLen (seqLen = ${seqLen})`, fromLen, 0, seqLen);
@@ -152,6 +154,7 @@ export class SparseAttention {
 
   /** Add the attention probabilities of the given queries (their lse, or lseOff < 0) over every key of the row. */
   accumulateImportance(ks: KernelSet, layer: number, table: Int32Array, seqLen: number, qOff: number, positions: Int32Array, lseOff = -1, opts?: AttentionOptions): void {
+    this.checkLive();
     checkIndex('layer', layer, this.nLayers);
     checkRow(this.storage, table, seqLen);
     checkQueries(this.storage.arena, this.nqHeads, this.headDim, qOff, lseOff, positions, false);
@@ -170,6 +173,7 @@ export class SparseAttention {
     ks: KernelSet, layer: number, row: number, table: Int32Array, seqLen: number,
     qOff: number, outOff: number, lseOff: number, positions: Int32Array, tokenIdx: number, call: SparseCallOptions = {},
   ): SparseStep {
+    this.checkLive();
     checkIndex('layer', layer, this.nLayers);
     checkInt('row', row, 0);
     checkInt('tokenIdx', tokenIdx, 0);
@@ -268,9 +272,14 @@ export class SparseAttention {
     this.importance.clearAll();
   }
 
-  /** Free the arena scratch. */
+  /** Free the arena scratch; later attend / afterPrefill / accumulateImportance throw DisposedError. */
   dispose(): void {
     this.scratch.dispose();
+    this.disposed = true;
+  }
+
+  private checkLive(): void {
+    if (this.disposed) throw new DisposedError('sparse attention', 'a live SparseAttention', 'a disposed one');
   }
 
   private computeBlockAnchors(layer: number, phys: number): void {
