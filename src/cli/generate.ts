@@ -74,7 +74,7 @@ export async function runGenerate(o: GenerateCliOptions): Promise<void> {
     process.stderr.write(
       `\n[${summary.reason}] prompt ${summary.promptTokens} tokens, generated ${summary.tokens.length}; ` +
         `time to first token ${summary.prefillMs.toFixed(0)} ms, decode ${summary.decodeTokensPerS.toFixed(1)} tok/s; ` +
-        `KV ${(kvBytes / 2 ** 20).toFixed(2)} MiB (${lm.cache.kDtype}/${lm.cache.vDtype}), kernels ${lm.ks.name} x${lm.ks.nThreads}` +
+        `KV ${(kvBytes / 2 ** 20).toFixed(2)} MiB (${lm.kvDtypes.k}/${lm.kvDtypes.v}), kernels ${lm.ks.name} x${lm.ks.nThreads}` +
         `${o.cache ? '' : ', no cache (recomputes the sequence every step)'}\n`,
     );
   } finally {

@@ -28,6 +28,8 @@
  *   and a full-precision recent window, each one dtype): such a sequence is left out of the
  *   attentionMany call; attention runs per view and the parts merge exactly through their LSE
  *   (kernels/ref/merge.ts; O(tokens x heads x headDim), cheap).
+ * NOTE(5): A SequenceKV with its own attend() (sparse attention: which blocks to read depends on
+ *   the queries) is left out of the attentionMany call too and attends itself, after its append.
  */
 import { DisposedError, ShapeError, checkInt } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
@@ -36,6 +38,9 @@ import type { KVView, LayeredKVCache } from '../kv/types.js';
 import { mergeAttentionInto } from '../kernels/ref/merge.js';
 import { DenseRowKV, type SequenceKV } from './sequence-kv.js';
 import type { ForwardShape, LayerWeights, LinearWeight, ModelWeights } from './weights-layout.js';
+
+/** Marks a part whose SequenceKV attends by itself (SequenceKV.attend, e.g. sparse attention). */
+const SELF: readonly KVView[] = [];
 
 /** Activation buffers (arena offsets, f32) for chunks of up to maxChunk tokens. */
 export class Workspace {
@@ -129,7 +134,11 @@ export class Forward {
   run(ids: Int32Array, pos0: number, cache: LayeredKVCache, row: number, nLogits: number): void {
     let rows = this.rowKV.get(cache);
     if (rows === undefined) this.rowKV.set(cache, (rows = []));
-    const kv = (rows[row] ??= new DenseRowKV(cache, row));
+    this.runSequence(ids, pos0, (rows[row] ??= new DenseRowKV(cache, row)), nLogits);
+  }
+
+  /** run() over any SequenceKV (a paged or sparse sequence): one part, logits of the last nLogits tokens. */
+  runSequence(ids: Int32Array, pos0: number, kv: SequenceKV, nLogits: number): void {
     const part = (this.single[0] ??= { start: 0, n: 0, pos0: 0, kv, nLogits: 0 });
     part.n = ids.length;
     part.pos0 = pos0;
@@ -227,6 +236,10 @@ export class Forward {
     split.length = 0;
     for (let i = 0; i < parts.length; i++) {
       const p = parts[i]!;
+      if (p.kv.attend !== undefined) {
+        split[i] = SELF;
+        continue;
+      }
       const views = p.kv.views?.(l);
       if (views !== undefined && views.length > 1) {
         split[i] = views;
@@ -245,7 +258,11 @@ export class Forward {
     if (calls.length > 0) ks.attentionMany(calls, s.nHeads, { window: s.layerWindows[l]! });
     for (let i = 0; i < parts.length; i++) {
       const views = split[i];
-      if (views) this.attend(l, parts[i]!, pos.subarray(parts[i]!.start, parts[i]!.start + parts[i]!.n), views);
+      if (!views) continue;
+      const p = parts[i]!;
+      const ppos = pos.subarray(p.start, p.start + p.n);
+      if (views === SELF) p.kv.attend!(ks, l, ws.q + p.start * qDim * 4, ws.attn + p.start * qDim * 4, ws.lse + p.start * s.nHeads * 4, ppos, s.nHeads, { window: s.layerWindows[l]! });
+      else this.attend(l, p, ppos, views);
     }
     split.length = 0; // drop the views: nothing held past the step
   }

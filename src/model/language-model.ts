@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import type { Arena } from '../core/arena.js';
 import { defaultArena } from '../core/arena.js';
 import { parseDType, type DType } from '../core/dtype.js';
-import { checkInt, ConfigError, DisposedError } from '../core/errors.js';
+import { checkInt, ConfigError, DisposedError, StateError } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
 import { kernelsFor } from '../kernels/registry.js';
 import { StaticCache } from '../kv/static-cache.js';
 import type { ModelConfig } from './config.js';
 import { Forward, Workspace } from './forward.js';
+import { SparseSequence, type SparseSequenceOptions } from './sparse-sequence.js';
 import { loadGenerationConfig, type GenerationDefaults } from './generation-config.js';
 import { TextTokenizer } from './tokenizer.js';
 import { loadModel, type LoadedModel } from './weights.js';
@@ -30,6 +31,12 @@ export interface LanguageModelOptions {
   kvV?: DType;
   /** Cache positions. Default min(config max_position_embeddings, 4096). */
   maxSeqLen?: number;
+  /**
+   * Block-sparse attention for decoding (kv/sparse, ktransformers' long-context mode): the
+   * sequence lives in `blockLen`-token blocks and each decode step attends init + top-`pick` +
+   * local blocks (model/sparse-sequence.ts). Absent: a dense static cache.
+   */
+  sparse?: SparseSequenceOptions;
   /** Tokens per prefill chunk. Default 64. */
   chunk?: number;
   threads?: number;
@@ -38,13 +45,20 @@ export interface LanguageModelOptions {
   onProgress?: (done: number, total: number, tensor: string) => void;
 }
 
+/** What setCache (and the constructor) take to make the sequence's cache. */
+export type CacheOptions = Pick<LanguageModelOptions, 'kv' | 'kvK' | 'kvV' | 'maxSeqLen' | 'sparse'>;
+
 export class LanguageModel {
   readonly config: ModelConfig;
   readonly tokenizer: TextTokenizer | null;
   /** generation_config.json defaults (greedy when the folder has none). */
   readonly generation: GenerationDefaults;
   readonly ks: KernelSet;
-  private kvCache: StaticCache;
+  /** The dense cache; null in sparse mode. */
+  private kvCache: StaticCache | null;
+  /** The sparse sequence; null in dense mode. */
+  private sparseSeq: SparseSequence | null = null;
+  private kvDtypePair: { k: DType; v: DType } = { k: 'f32', v: 'f32' };
   private seqCapacity: number;
   /** The weights in the arena (shared by every cache and session of this model). */
   readonly model: LoadedModel;
@@ -53,6 +67,7 @@ export class LanguageModel {
   private readonly logits: Float32Array; // [vocab]
   private readonly idsBuf: Int32Array; // [chunk] ids of the chunk being run
   private disposed = false;
+  private cacheOptions: CacheOptions = {};
   private cacheOwner: object | null = null;
 
   private constructor(model: LoadedModel, tokenizer: TextTokenizer | null, generation: GenerationDefaults, opts: LanguageModelOptions) {
@@ -70,9 +85,20 @@ export class LanguageModel {
     this.idsBuf = new Int32Array(this.ws.maxChunk);
   }
 
-  /** The KV cache of the sequence (replaced by setCache). */
+  /** The dense KV cache of the sequence (replaced by setCache); StateError in sparse mode. */
   get cache(): StaticCache {
+    if (this.kvCache === null) throw new StateError('LanguageModel.cache', 'a dense cache (no `sparse` option)', 'sparse mode: see `sparse`');
     return this.kvCache;
+  }
+
+  /** The sparse sequence (its paged cache, SparseAttention and statistics), or null in dense mode. */
+  get sparse(): SparseSequence | null {
+    return this.sparseSeq;
+  }
+
+  /** K and V dtypes of the cache. */
+  get kvDtypes(): { readonly k: DType; readonly v: DType } {
+    return this.kvDtypePair;
   }
 
   /** Positions the cache holds. */
@@ -80,16 +106,33 @@ export class LanguageModel {
     return this.seqCapacity;
   }
 
-  private makeCache(opts: Pick<LanguageModelOptions, 'kv' | 'kvK' | 'kvV' | 'maxSeqLen'>): StaticCache {
+  /** A new cache for `opts` (dense, or the sparse sequence); returns the dense one or null. */
+  private makeCache(opts: CacheOptions): StaticCache | null {
     const s = this.model.shape;
     const maxSeqLen = checkInt('maxSeqLen', opts.maxSeqLen ?? Math.min(this.model.config.maxPositionEmbeddings, 4096), 1);
     const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
-    const cache = new StaticCache({
-      nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen,
-      kDtype: parseDType(opts.kvK ?? kv, 'kv-k dtype'), vDtype: parseDType(opts.kvV ?? kv, 'kv-v dtype'), layout: 'bshd', arena: this.model.arena,
-    });
+    const k = parseDType(opts.kvK ?? kv, 'kv-k dtype');
+    const v = parseDType(opts.kvV ?? kv, 'kv-v dtype');
+    let cache: StaticCache | null = null;
+    if (opts.sparse) {
+      this.sparseSeq = new SparseSequence(this.model.arena, s, k, v, maxSeqLen, opts.sparse);
+    } else {
+      cache = new StaticCache({
+        nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen, kDtype: k, vDtype: v, layout: 'bshd', arena: this.model.arena,
+      });
+    }
+    this.kvDtypePair = { k, v };
     this.seqCapacity = maxSeqLen;
+    this.cacheOptions = opts;
     return cache;
+  }
+
+  /** Free the current cache (dense or sparse). */
+  private freeCache(): void {
+    this.kvCache?.dispose();
+    this.kvCache = null;
+    this.sparseSeq?.dispose();
+    this.sparseSeq = null;
   }
 
   /**
@@ -98,14 +141,14 @@ export class LanguageModel {
    * does not fit (or an option is bad), an empty cache of the old kind is put back and the error
    * is thrown.
    */
-  setCache(opts: Pick<LanguageModelOptions, 'kv' | 'kvK' | 'kvV' | 'maxSeqLen'>): void {
+  setCache(opts: CacheOptions): void {
     if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
     const kv = parseDType(opts.kv ?? 'f32', 'kv dtype');
     parseDType(opts.kvK ?? kv, 'kv-k dtype');
     parseDType(opts.kvV ?? kv, 'kv-v dtype');
     checkInt('maxSeqLen', opts.maxSeqLen ?? 1, 1);
-    const old = { kvK: this.kvCache.kDtype, kvV: this.kvCache.vDtype, maxSeqLen: this.seqCapacity };
-    this.kvCache.dispose();
+    const old = this.cacheOptions;
+    this.freeCache();
     try {
       this.kvCache = this.makeCache(opts);
     } catch (e) {
@@ -135,7 +178,8 @@ export class LanguageModel {
 
   /** Forget the sequence (the cache's storage is kept). */
   resetCache(): void {
-    this.kvCache.reset();
+    this.kvCache?.reset();
+    this.sparseSeq?.reset();
   }
 
   /** Run `ids` at positions pos0.. (the cache must hold exactly pos0 tokens); logits of the last id (NOTE(1)). */
@@ -146,7 +190,9 @@ export class LanguageModel {
       const n = Math.min(ids.length - p, chunk);
       const part = this.idsBuf.subarray(0, n); // reused: no per-token allocation of id arrays
       for (let i = 0; i < n; i++) part[i] = ids[p + i]!;
-      this.forward.run(part, pos0 + p, this.kvCache, 0, p + n === ids.length ? 1 : 0);
+      const last = p + n === ids.length;
+      if (this.sparseSeq) this.runSparse(part, pos0 + p, true, last, pos0);
+      else this.forward.run(part, pos0 + p, this.kvCache!, 0, last ? 1 : 0);
     }
     return this.copyLogits();
   }
@@ -156,8 +202,22 @@ export class LanguageModel {
     if (this.disposed) throw new DisposedError('language model', 'a live model', 'a disposed model');
     const part = this.idsBuf.subarray(0, 1);
     part[0] = id;
-    this.forward.run(part, pos, this.kvCache, 0, 1);
+    if (this.sparseSeq) this.runSparse(part, pos, false, false, pos);
+    else this.forward.run(part, pos, this.kvCache!, 0, 1);
     return this.copyLogits();
+  }
+
+  /** One step of the sparse sequence: reserve, forward, commit (or release on error). */
+  private runSparse(ids: Int32Array, pos0: number, prompt: boolean, lastOfPrompt: boolean, promptFrom: number): void {
+    const sq = this.sparseSeq!;
+    sq.begin(ids.length, prompt, lastOfPrompt, promptFrom);
+    try {
+      this.forward.runSequence(ids, pos0, sq, prompt && !lastOfPrompt ? 0 : 1);
+    } catch (e) {
+      sq.cancel();
+      throw e;
+    }
+    sq.end();
   }
 
   /** The last run's logits row, out of the arena into the reused buffer (NOTE(1)). */
@@ -183,15 +243,16 @@ export class LanguageModel {
 
   /** Bytes of KV held for the current sequence. */
   get kvBytesUsed(): number {
-    const perToken = this.kvCache.kvBytes / this.seqCapacity;
-    return Math.round(perToken * this.kvCache.seqLen(0, 0));
+    if (this.sparseSeq) return Math.round(this.sparseSeq.bytesPerToken * this.sparseSeq.seqLen());
+    const perToken = this.kvCache!.kvBytes / this.seqCapacity;
+    return Math.round(perToken * this.kvCache!.seqLen(0, 0));
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.ws.dispose();
-    this.kvCache.dispose();
+    this.freeCache();
     this.model.dispose();
   }
 }

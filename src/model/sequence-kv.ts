@@ -4,6 +4,8 @@
  * row of a static / dynamic cache) and paged caches (a sequence id) both adapt to it, so one
  * forward pass serves every cache, and a batched step can mix sequences of different caches.
  */
+import type { KernelSet } from '../kernels/kernel-set.js';
+import type { AttentionOptions } from '../kernels/types.js';
 import type { KVView, LayeredKVCache } from '../kv/types.js';
 
 export interface SequenceKV {
@@ -18,6 +20,13 @@ export interface SequenceKV {
    * instead of view().
    */
   views?(layer: number): readonly KVView[];
+  /**
+   * Optional: attention of this sequence's queries done by the sequence itself (e.g. sparse
+   * attention, whose blocks depend on the queries): q [nTokens, nHeads, headDim], out (same) and
+   * lse [nTokens, nHeads] are f32 arena offsets, with the contract of KernelSet.attention. When
+   * present it is used instead of view() / views().
+   */
+  attend?(ks: KernelSet, layer: number, qOffset: number, outOffset: number, lseOffset: number, positions: Int32Array, nHeads: number, opts: AttentionOptions): void;
 }
 
 /**
