@@ -43,3 +43,33 @@ test('generate --json: the documented object; --no-cache gives the same greedy t
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('generate --sparse: same --json object, the sparse report on stderr, same greedy tokens when every block is attended; flags need --sparse', () => {
+  const root = mkdtempSync(join(tmpdir(), 'kvcache-cli-sparse-'));
+  try {
+    const dir = join(root, 'm');
+    makeModel({ preset: 'tiny', outDir: dir, seed: 2, dtype: 'f32' });
+    const ids = Array.from({ length: 200 }, (_, i) => 1000 + ((i * 7919) % 20000)).join(',');
+    const base = ['generate', '--model', dir, '--prompt-ids', ids, '--max-tokens', '8', '--temperature', '0'];
+    const dense = cli([...base, '--json']);
+    assert.equal(dense.status, 0, dense.stderr);
+    // Blocks of 32: 6 full blocks after the prompt; init 2 (the default for 32-token blocks) + pick 8 + local 1 covers them (dense fallback).
+    const all = cli([...base, '--json', '--sparse', '--sparse-block-len', '32', '--sparse-pick', '8', '--sparse-local', '1', '--sparse-dense-layers', '0']);
+    assert.equal(all.status, 0, all.stderr);
+    assert.deepEqual(Object.keys(JSON.parse(all.stdout)), ['tokens', 'text', 'promptTokens', 'prefillMs', 'decodeTokensPerS', 'kvBytes']);
+    assert.deepEqual(JSON.parse(all.stdout).tokens, JSON.parse(dense.stdout).tokens);
+    const few = cli([...base, '--sparse', '--sparse-block-len', '32', '--sparse-pick', '1', '--sparse-init', '1', '--sparse-local', '1', '--sparse-dense-layers', '0', '--sparse-anchor', 'quest']);
+    assert.equal(few.status, 0, few.stderr);
+    const m = /sparse: quest anchors, layer retrieval, blocks of 32, init 1 \+ pick 1 \+ local 1; decode read ([\d.]+)% of the keys/.exec(few.stderr);
+    assert.ok(m, few.stderr);
+    assert.ok(Number(m[1]) < 80, `read ${m[1]}% of the keys`);
+    const bad = cli([...base, '--sparse-pick', '3']);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^kvcache: ConfigError: --sparse-pick: expected given with --sparse/);
+    const badAnchor = cli([...base, '--sparse', '--sparse-anchor', 'nope']);
+    assert.equal(badAnchor.status, 1);
+    assert.match(badAnchor.stderr, /--sparse-anchor/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -11,9 +11,10 @@ import { ConfigError } from '../core/errors.js';
 import { parseDType, type DType } from '../core/dtype.js';
 import { generate, generateWithoutCache, runToEnd } from '../generate/generate.js';
 import type { LanguageModel } from '../model/language-model.js';
+import { sparseOptionsOf, sparseReport, type SparseCliOptions } from './sparse-options.js';
 import { loadWithProgress } from './with-progress.js';
 
-export interface GenerateCliOptions {
+export interface GenerateCliOptions extends SparseCliOptions {
   model: string;
   prompt?: string;
   promptIds?: string;
@@ -32,6 +33,7 @@ export interface GenerateCliOptions {
   cache: boolean;
   chat?: boolean;
   json?: boolean;
+  maxSeqLen?: number;
 }
 
 function promptIdsOf(lm: LanguageModel, o: GenerateCliOptions): number[] {
@@ -51,8 +53,11 @@ function promptIdsOf(lm: LanguageModel, o: GenerateCliOptions): number[] {
 
 export async function runGenerate(o: GenerateCliOptions): Promise<void> {
   const dt = (s: string | undefined, what: string): DType | undefined => (s === undefined ? undefined : parseDType(s, what));
+  const sparse = sparseOptionsOf(o);
+  if (sparse && !o.cache) throw new ConfigError('--sparse', 'a cached run (sparse attention reads the cache)', '--no-cache');
   const lm = await loadWithProgress(o.model, {
     weights: dt(o.weights, '--weights'), kv: dt(o.kv, '--kv'), kvK: dt(o.kvK, '--kv-k'), kvV: dt(o.kvV, '--kv-v'), threads: o.threads,
+    maxSeqLen: o.maxSeqLen, sparse,
   });
   try {
     const ids = promptIdsOf(lm, o);
@@ -77,6 +82,7 @@ export async function runGenerate(o: GenerateCliOptions): Promise<void> {
         `KV ${(kvBytes / 2 ** 20).toFixed(2)} MiB (${lm.kvDtypes.k}/${lm.kvDtypes.v}), kernels ${lm.ks.name} x${lm.ks.nThreads}` +
         `${o.cache ? '' : ', no cache (recomputes the sequence every step)'}\n`,
     );
+    if (lm.sparse) process.stderr.write(sparseReport(lm.sparse) + '\n');
   } finally {
     lm.dispose();
   }

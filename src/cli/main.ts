@@ -11,6 +11,7 @@ import { DEMO_MODEL_DIR, runDemo } from './demo.js';
 import { runGenerate, type GenerateCliOptions } from './generate.js';
 import { inspectFile } from '../io/inspect.js';
 import { parseSeed, runMakeModel } from './make-model.js';
+import { addSparseOptions } from './sparse-options.js';
 import { PRESET_NAMES } from '../model/presets.js';
 import type { WeightDType } from '../io/safetensors-format.js';
 
@@ -82,7 +83,7 @@ program
   });
 
 
-program
+const generateCmd = program
   .command('generate')
   .description('generate text with a Hugging Face checkpoint folder (Llama, Qwen2, Qwen3, Mistral)')
   .requiredOption('--model <dir>', 'checkpoint folder (config.json, *.safetensors, tokenizer.json)')
@@ -102,10 +103,11 @@ program
   .option('--threads <n>', 'kernel threads (default: all cores)', positiveInt('--threads'))
   .option('--no-cache', 'recompute the whole sequence every step (the uncached baseline)')
   .option('--chat', 'apply the chat template to --prompt')
-  .option('--json', 'print one JSON object: tokens, text, promptTokens, prefillMs, decodeTokensPerS, kvBytes')
-  .action(async (opts: GenerateCliOptions) => {
-    await runGenerate(opts);
-  });
+  .option('--max-seq-len <n>', 'cache positions (default: the model\'s, at most 4096)', positiveInt('--max-seq-len'))
+  .option('--json', 'print one JSON object: tokens, text, promptTokens, prefillMs, decodeTokensPerS, kvBytes');
+addSparseOptions(generateCmd).action(async (opts: GenerateCliOptions) => {
+  await runGenerate(opts);
+});
 
 program
   .command('bench')
