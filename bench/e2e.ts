@@ -40,7 +40,7 @@ export interface E2ESuiteResult extends E2EReport {
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/llama-cpp.mjs', import.meta.url));
 
-function llamaCppRows(gguf: string, kvs: readonly DType[], ctxs: readonly number[], o: E2ESuiteOptions): LlamaRow[] {
+export function llamaCppRows(gguf: string, kvs: readonly DType[], ctxs: readonly number[], o: Pick<E2ESuiteOptions, 'decodeTokens' | 'threads' | 'log'>): LlamaRow[] {
   const rows: LlamaRow[] = [];
   for (const kv of kvs) {
     o.log(`  llama.cpp: kv ${kv}, contexts ${ctxs.join(',')} ...`);
@@ -57,6 +57,17 @@ function llamaCppRows(gguf: string, kvs: readonly DType[], ctxs: readonly number
   return rows;
 }
 
+/** The checkpoint's weights as GGUF for llama.cpp (same weights, exported once, kept beside it). */
+export function ensureGguf(modelDir: string, weights: DType, log: (s: string) => void): string {
+  if (weights === 'bf16') throw new Error('--llama-cpp: the GGUF export writes f32, f16, q8_0 or q4_0 weights, not bf16');
+  const gguf = join(modelDir, `model-${weights}.gguf`);
+  if (!existsSync(gguf)) {
+    log(`  exporting ${gguf} (${weights} weights) for llama.cpp ...`);
+    exportGguf(modelDir, gguf, { weights });
+  }
+  return gguf;
+}
+
 export async function benchE2E(o: E2ESuiteOptions): Promise<E2ESuiteResult> {
   const report = await runBenchReport(
     {
@@ -66,13 +77,7 @@ export async function benchE2E(o: E2ESuiteOptions): Promise<E2ESuiteResult> {
     o.log,
   );
   if (!o.llamaCpp) return { ...report, llamaCpp: null };
-  const w = report.weights;
-  if (w === 'bf16') throw new Error('--llama-cpp: the GGUF export writes f32, f16, q8_0 or q4_0 weights, not bf16');
-  const gguf = join(report.model, `model-${w}.gguf`);
-  if (!existsSync(gguf)) {
-    o.log(`  exporting ${gguf} (${report.weights} weights) for llama.cpp ...`);
-    exportGguf(report.model, gguf, { weights: w });
-  }
+  const gguf = ensureGguf(report.model, report.weights, o.log);
   const kvs = [...new Set(report.runs.map((r) => r.kv))];
   const ctxs = [...new Set(report.runs.map((r) => r.ctx))];
   return { ...report, llamaCpp: { gguf, flashAttention: 'on for quantized KV, off for f16/f32', rows: llamaCppRows(gguf, kvs, ctxs, o) } };

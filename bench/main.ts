@@ -6,7 +6,8 @@
  * options, --llama-cpp among them), paged (bench/paged.ts: batched generation on the paged cache vs
  * one prompt after another; uses the e2e model options), prefix-ttft (bench/prefix-ttft.ts),
  * batch-decode (bench/batch-decode.ts: B sequences vs their roofline), kv-memory
- * (bench/kv-memory.ts: bytes per token and attention error per KV dtype).
+ * (bench/kv-memory.ts: bytes per token and attention error per KV dtype), sparse (bench/sparse.ts:
+ * sparse vs dense decode at long context, and vs llama.cpp with --llama-cpp).
  * Every run measures its own baselines (bench/probes.ts, bench/wasm-probes.ts), prints markdown
  * tables (what BENCHMARKS.md holds) and writes one JSON file per suite under --out.
  */
@@ -21,6 +22,7 @@ import { batchDecodeTables, benchBatchDecode } from './batch-decode.js';
 import { benchKvMemory, kvMemoryTables } from './kv-memory.js';
 import { benchPaged, pagedTables } from './paged.js';
 import { benchPrefixTtft, prefixTtftTables } from './prefix-ttft.js';
+import { benchSparse, sparseTables } from './sparse.js';
 import { runProbes } from './probes.js';
 
 export interface SuiteOptions {
@@ -62,6 +64,10 @@ const SUITES: Record<string, Suite> = {
   'batch-decode': {
     run: (o) => benchBatchDecode({ ...o.e2e, tokens: o.e2e.decodeTokens, threads: o.threads, log: o.log }),
     tables: batchDecodeTables,
+  },
+  sparse: {
+    run: (o) => benchSparse({ ...o.e2e, ctxs: o.ctxs, threads: o.threads, log: o.log }),
+    tables: sparseTables,
   },
   'kv-memory': {
     run: (o) => benchKvMemory({ ctx: o.ctxs?.[0], log: o.log }),
