@@ -51,8 +51,8 @@ export { parseGenerationConfig, loadGenerationConfig, GREEDY_DEFAULTS, type Gene
 export type { ModelWeights, LayerWeights, LinearWeight, ForwardShape } from './model/weights-layout.js';
 export { Sampler, resolveSampling, argmaxOf, type SamplingOptions } from './generate/sampler.js';
 export { loadModel, forwardShapeOf, type LoadedModel, type LoadModelOptions } from './model/weights.js';
-export { LanguageModel, type LanguageModelOptions } from './model/language-model.js';
-export { generate, generateWithoutCache, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';
+export { LanguageModel, type LanguageModelOptions, type CacheOptions } from './model/language-model.js';
+export { generate, generateWithoutCache, runToEnd, type GenerateOptions, type GenerateEvent, type GenerateSummary, type StopReason } from './generate/generate.js';
 export { exportGguf, type GgufExportOptions } from './model/gguf-export.js';
 export { generateMany, type ManyEvent, type ManyOptions } from './generate/generate-many.js';
 export { TokenStream } from './generate/token-stream.js';
@@ -76,3 +76,9 @@ export { MixedPrecisionCache, resolveMixedConfig, type MixedPrecisionCacheConfig
 // ---- Sliding window with attention sinks (issue 5) ----
 export { applyWindow, planWindow, windowBlockBound, windowHitLimit, checkWindow, type WindowOptions, type WindowPlan } from './kv/paged/window-policy.js';
 // ---- end sliding window ----
+// ---- Sparse long-context attention (issue 6) ----
+export { SparseAttention, type SparseCallOptions, type StoredSelection } from './kv/sparse/sparse-attention.js';
+export { resolveSparseConfig, parseAnchorType, parseRetrievalType, ANCHOR_TYPES, RETRIEVAL_TYPES, type AnchorType, type RetrievalType, type DecodeImportance, type SparseOptions, type ResolvedSparseConfig, type SparseShape } from './kv/sparse/sparse-config.js';
+export { SparseStep } from './kv/sparse/selection-store.js';
+export { SparseSequence, DEFAULT_SPARSE_BLOCK_LEN, type SparseSequenceOptions, type SparseStats } from './model/sparse-sequence.js';
+// ---- end sparse attention ----
