@@ -6,6 +6,7 @@
  *     (denseFallback false, checked) and through the dense fallback;
  *   - no "empty" lse sentinel: a true lse of 0 is kept, a token that sees no key gets lse
  *     -Infinity and out 0 (an empty row, a row shorter than qLen);
+ *   - a selection reused at an exact multiple of blockLen keeps the newest full block;
  *   - the identity-mapped mode (no table, cacheTotalLen);
  *   - planted needles selected through the facade, one case per retrieval type (QHEAD works);
  *   - scratch reuse: repeated calls allocate nothing in the arena.
@@ -118,6 +119,28 @@ describe('pick covering every block equals dense attention', () => {
       kv.dispose();
     }
   });
+});
+
+test('a reused selection at an exact multiple of blockLen keeps the newest full block (no off by one)', () => {
+  const rng = mulberry32(15);
+  const kv = makeCache(arena, { tokenStep: 4, anchorType: AnchorType.BLOCK_MAX }, { denseFallback: false });
+  try {
+    const { qHeadNum: H, headDim: D, blockLen: L } = kv.config;
+    const table = Int32Array.from(shuffle(rng, Array.from({ length: 8 }, (_, i) => i + 3)));
+    fillBlocks(kv, rng, 0, table);
+    // Decode steps 0, 1, 2 at lengths 81, 96 (= 6 x 16), 97: one selection at step 0 (pick covers
+    // every scorable block), reused and extended at steps 1 and 2.
+    for (const [step, seqLen] of [[0, 81], [1, 96], [2, 97]] as const) {
+      const q = normalArray(rng, H * D);
+      const out = new Float32Array(H * D);
+      const lse = new Float32Array(H);
+      kv.attn(q, out, lse, 0, step, table, Int32Array.from([seqLen]), 8, 1, 1);
+      checkRow(`step ${step} (seqLen ${seqLen})`, out, lse, naiveAttention(kv, 0, table, seqLen, q, 1), 0, 1, H, D);
+      assert.equal(kv.sparse.selection(0, 0)!.seqLenAt, 81, 'the step-0 selection is reused');
+    }
+  } finally {
+    kv.dispose();
+  }
 });
 
 test('identity-mapped mode: no table = one row of cacheTotalLen tokens over blocks 0, 1, ...', () => {
