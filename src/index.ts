@@ -82,3 +82,7 @@ export { resolveSparseConfig, parseAnchorType, parseRetrievalType, ANCHOR_TYPES,
 export { SparseStep } from './kv/sparse/selection-store.js';
 export { SparseSequence, DEFAULT_SPARSE_BLOCK_LEN, type SparseSequenceOptions, type SparseStats } from './model/sparse-sequence.js';
 // ---- end sparse attention ----
+// ---- ktransformers interface (issue 6): KVCacheConfig / KVCache / CPUInfer vocabulary ----
+export * as ktransformers from './compat/ktransformers.js';
+export { KVCache as KtKVCache, KVCacheConfig as KtKVCacheConfig, AnchorType as KtAnchorType, GGMLType, RetrievalType as KtRetrievalType, KT_DUMP_KIND, KT_DUMP_FORMAT_VERSION, type KVCacheOptions as KtKVCacheOptions, type KVCacheConfigInit as KtKVCacheConfigInit } from './compat/ktransformers.js';
+// ---- end ktransformers interface ----
