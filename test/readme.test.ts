@@ -21,7 +21,8 @@ test('README usage examples run and print what their comments say', () => {
       const code = block
         .replace(/from 'kvcache'/g, `from '${index}'`)
         .replace(/\/tmp\/demo\.kvsnap/g, join(dir, 'demo.kvsnap'))
-        .replace(/\/tmp\/kvcache-tiny/g, join(dir, 'tiny'));
+        .replace(/\/tmp\/kvcache-tiny/g, join(dir, 'tiny'))
+        .replace(/\/tmp\/kvcache-kt\.dump/g, join(dir, 'kt.dump'));
       const file = join(dir, `example${i}.mjs`);
       writeFileSync(file, code);
       const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
