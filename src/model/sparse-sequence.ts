@@ -70,7 +70,10 @@ export class SparseSequence implements SequenceKV {
   readonly blockLen: number;
   readonly maxSeqLen: number;
   readonly stats: SparseStats = { steps: 0, attendedKeys: 0, denseKeys: 0, selections: 0, errSq: 0, refSq: 0 };
-  private readonly measureError: boolean;
+  /** Also run dense attention per decode step and accumulate the sparse output's error (NOTE(3)). */
+  measureError: boolean;
+  /** Decode densely over the same blocks (pick -1): the dense baseline on the same cache. */
+  forceDense = false;
   private seq: number;
   /** Position of the step's first token (frozen while the step's positions are reserved). */
   private pos0 = 0;
@@ -98,10 +101,6 @@ export class SparseSequence implements SequenceKV {
     });
     try {
       this.sparse = new SparseAttention(this.cache.storage, shape.nHeads, sparseOpts);
-      if (this.measureError) {
-        this.refOut = arena.alloc(shape.nHeads * shape.headDim * 4);
-        this.refLse = arena.alloc(shape.nHeads * 4);
-      }
     } catch (e) {
       this.cache.dispose();
       throw e;
@@ -176,7 +175,7 @@ export class SparseSequence implements SequenceKV {
       else this.sparse.onBlocksFilled(layer, this.table, this.pos0, len);
       return;
     }
-    const step = this.sparse.attend(ks, layer, 0, this.table, len, qOffset, outOffset, lseOffset, positions, this.tokenIdx, opts);
+    const step = this.sparse.attend(ks, layer, 0, this.table, len, qOffset, outOffset, lseOffset, positions, this.tokenIdx, this.forceDense ? { ...opts, pick: -1 } : opts);
     if (step.slot >= 0) {
       for (let g = 0; g < step.nGroups; g++) this.stats.attendedKeys += step.dense ? len : step.lengths[g]!;
       this.stats.denseKeys += step.nGroups * len;
@@ -187,6 +186,10 @@ export class SparseSequence implements SequenceKV {
 
   /** Dense attention of the same query into scratch; add its squared error against the sparse out. */
   private accumulateError(ks: KernelSet, layer: number, qOffset: number, outOffset: number, positions: Int32Array, nHeads: number, opts: AttentionOptions): void {
+    if (this.refOut < 0) {
+      this.refOut = ks.arena.alloc(nHeads * this.cache.headDim * 4); // [nHeads, headDim] dense out of one query
+      this.refLse = ks.arena.alloc(nHeads * 4); // [nHeads]
+    }
     ks.attention(qOffset, this.refOut, this.refLse, positions, nHeads, this.cache.view(layer, this.seq), opts);
     const f32 = ks.arena.f32;
     const n = nHeads * this.cache.headDim;
