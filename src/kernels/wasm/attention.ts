@@ -52,8 +52,11 @@ const TARGET_ITEMS = 64;
 const MIN_ITEMS = 16;
 /** Scratch slots: items are handed out in at most this many grains (one slot per grain). */
 const MAX_GRAINS = 64;
-/** Multiply-adds below which a call (or its merge) runs on the calling thread only. */
+/** Multiply-adds below which a call runs on the calling thread only. */
 const PARALLEL_MIN_WORK = 1 << 16;
+/** The same for a merge (multiply-adds of its rows x chunks): right after the items the workers
+ *  are still spinning, so waking them costs ~1 µs, and a decode merge at 8k keys is ~25 µs. */
+const PARALLEL_MIN_MERGE = 1 << 13;
 /** NOTE(5). */
 const MAX_POSITION = 2 ** 31 - 2;
 const LOG2E = Math.LOG2E;
@@ -404,7 +407,7 @@ function run(
   else rt.parallelFor('attention_tile', 0, plan.nItems, plan.grain);
   if (!plan.direct) {
     const rows = nTokens * nHeads;
-    if (rows * plan.nChunks * headDim < PARALLEL_MIN_WORK) rt.runLocal('attention_merge', 0, rows);
+    if (rows * plan.nChunks * headDim < PARALLEL_MIN_MERGE) rt.runLocal('attention_merge', 0, rows);
     else rt.parallelFor('attention_merge', 0, rows, Math.max(1, Math.ceil(rows / MAX_GRAINS)));
   }
 }
@@ -502,7 +505,7 @@ export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly Attention
   if (work < PARALLEL_MIN_WORK) rt.runLocal('attention_multi', 0, nItems);
   else rt.parallelFor('attention_multi', 0, nItems, grain);
   if (nMergeRows > 0) {
-    if (mergeWork < PARALLEL_MIN_WORK) rt.runLocal('attention_merge_multi', 0, nMergeRows);
+    if (mergeWork < PARALLEL_MIN_MERGE) rt.runLocal('attention_merge_multi', 0, nMergeRows);
     else rt.parallelFor('attention_merge_multi', 0, nMergeRows, Math.max(1, Math.ceil(nMergeRows / MAX_GRAINS)));
   }
 }
