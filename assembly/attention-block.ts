@@ -99,16 +99,16 @@ export function softmaxBlock(nRows: i32, rows: usize, scores: usize, nb: i32, m:
 }
 
 /**
- * acc[r] += sum_k S[r, k] * V[k] over the nb real keys; vf = f32 [nb, hdPad] decoded V rows.
+ * acc[r] += sum_k S[r, k] * V[k] over the nb real keys; vf = f32 [nb, hdPad] decoded V rows,
+ * `rowBytes` apart (>= hdPad * 4: other kv heads' values may sit between them).
  * Register tile of 2 rows x 16 output lanes kept across the keys of the block: each V vector
  * loaded feeds both rows; weights and V rows are walked by pointers with immediate offsets.
  * Zero weights (masked keys) are skipped per row, so a key that a row cannot see never touches
  * that row's sum (not even as 0 * Inf); rows whose weights are all nonzero (the row table's
  * flag, the common case) take the loop without the per-key test.
  */
-export function accumulateBlock(nRows: i32, rows: usize, scores: usize, vf: usize, nb: i32, hdPad: i32): void {
+export function accumulateBlock(nRows: i32, rows: usize, scores: usize, vf: usize, nb: i32, hdPad: i32, rowBytes: usize): void {
   const wide = hdPad & ~15;
-  const rowBytes = <usize>hdPad << 2;
   let r = 0;
   for (; r + 2 <= nRows; r += 2) {
     const rt = rows + (<usize>r << 4);
@@ -161,7 +161,7 @@ export function accumulateBlock(nRows: i32, rows: usize, scores: usize, vf: usiz
       accumulateLanes(accB, sA + (<usize>BLOCK_KEYS << 2), vf, nb, d, rowBytes);
     }
   }
-  if (r < nRows) accumulateRow(rows + (<usize>r << 4), scores + (<usize>(r * BLOCK_KEYS) << 2), vf, nb, hdPad);
+  if (r < nRows) accumulateRow(rows + (<usize>r << 4), scores + (<usize>(r * BLOCK_KEYS) << 2), vf, nb, hdPad, rowBytes);
 }
 
 /**
@@ -169,9 +169,8 @@ export function accumulateBlock(nRows: i32, rows: usize, scores: usize, vf: usiz
  * nonzero, else 4 lanes skipping zero weights. (Wider register tiles spill here: V8 hoists every
  * load of the loop body, and a spilled sum turns the loop into a store-to-load latency chain.)
  */
-function accumulateRow(rt: usize, sRow: usize, vf: usize, nb: i32, hdPad: i32): void {
+function accumulateRow(rt: usize, sRow: usize, vf: usize, nb: i32, hdPad: i32, rowBytes: usize): void {
   const acc = <usize>load<u32>(rt);
-  const rowBytes = <usize>hdPad << 2;
   const sEnd = sRow + (<usize>nb << 2);
   let d = 0;
   if (load<i32>(rt, 12) != 0) {

@@ -25,6 +25,13 @@ export const F16_RAW: f32 = 1.925929944387236e-34;
 const Q8_BLOCK: usize = 34;
 const Q4_BLOCK: usize = 18;
 
+/** Bytes of a stored row of hd values (block dtypes: hd % 32 == 0). */
+export function rowBytes(dt: i32, hd: i32): usize {
+  if (dt == DT_F32) return <usize>hd << 2;
+  if (dt == DT_F16 || dt == DT_BF16) return <usize>hd << 1;
+  return <usize>(hd >> 5) * (dt == DT_Q8_0 ? Q8_BLOCK : Q4_BLOCK);
+}
+
 /** 16 signed bytes -> 16 f32 times `d`: four chunks at o, o + cs, o + 2 cs, o + 3 cs. */
 @inline function storeI8x16Scaled(v: v128, d: v128, o: usize, cs: usize): void {
   const lo = i16x8.extend_low_i8x16_s(v);
@@ -44,14 +51,18 @@ const Q4_BLOCK: usize = 18;
 }
 
 /**
- * 8 halves -> 8 raw f32 (value * 2^-112, exact for every finite half, normal or subnormal):
- * sign-extended, shifted into f32 position, the three sign copies above the exponent cleared.
- * Two chunks, at o and o + cs. Inf / NaN halves do not convert this way (callers detect them).
+ * 8 halves -> 8 raw f32 (value * 2^-112, exact for every finite half, normal or subnormal): the
+ * half's bits moved 13 places up, built as 16-bit halves and interleaved (3 ops + 2 unpacks per
+ * 8 values; widening to i32 first took 7): high = sign, three zeros, exponent, top 7 mantissa
+ * bits (the arithmetic shift copies the sign, the mask clears the copies); low = the last 3
+ * mantissa bits. Two chunks, at o and o + cs. Inf / NaN halves do not convert this way (callers
+ * detect them).
  */
 @inline function storeF16x8Raw(v: v128, o: usize, cs: usize): void {
-  const signMask = i32x4.splat(0x8fffffff);
-  v128.store(o, v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(v), 13), signMask));
-  v128.store(o + cs, v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(v), 13), signMask));
+  const hi = v128.and(i16x8.shr_s(v, 3), i16x8.splat(<i16>0x8fff));
+  const lo = i16x8.shl(v, 13);
+  v128.store(o, i16x8.shuffle(lo, hi, 0, 8, 1, 9, 2, 10, 3, 11));
+  v128.store(o + cs, i16x8.shuffle(lo, hi, 4, 12, 5, 13, 6, 14, 7, 15));
 }
 
 /** Lane max of (half << 1) folded into `top`: a half is Inf / NaN iff its shifted value is >= 0xf800. */
@@ -108,7 +119,7 @@ function decodeRow(dt: i32, src: usize, o: usize, cs: usize, hd: i32, hdPad: i32
 }
 
 /**
- * Decode the nb rows of a block, row k from the cache address ptrs[k] (u32 [nb]), into f32 chunks
+ * Decode the nb rows of a block, row k from the cache address ptrs[k] + off (u32 [nb]), into f32 chunks
  * at the layout of the header (quadStride, laneStride, chunkStride). Block dtypes have
  * hd % 32 == 0 (checked in JS).
  *
@@ -119,12 +130,12 @@ function decodeRow(dt: i32, src: usize, o: usize, cs: usize, hd: i32, hdPad: i32
  * decoded again row by row on the exact path, so every result is exact.
  */
 export function decodeBlockF32(
-  dt: i32, ptrs: usize, nb: i32, dst: usize, quadStride: usize, laneStride: usize, cs: usize, hd: i32, hdPad: i32, raw: bool,
+  dt: i32, ptrs: usize, off: usize, nb: i32, dst: usize, quadStride: usize, laneStride: usize, cs: usize, hd: i32, hdPad: i32, raw: bool,
 ): void {
   if (dt == DT_F16 && raw && (hd & 15) == 0) {
     let top = i16x8.splat(0);
     for (let k = 0; k < nb; k++) {
-      let p = <usize>load<u32>(ptrs + (<usize>k << 2));
+      let p = <usize>load<u32>(ptrs + (<usize>k << 2)) + off;
       let o = dst + <usize>(k >> 2) * quadStride + <usize>(k & 3) * laneStride;
       const end = p + (<usize>hd << 1);
       for (; p < end; p += 32, o += 4 * cs) {
@@ -138,7 +149,7 @@ export function decodeBlockF32(
     if (!v128.any_true(i16x8.ge_u(top, i16x8.splat(<i16>-2048)))) return; // -2048 = 0xf800
   } else if (dt == DT_F32 && (hd & 3) == 0) {
     for (let k = 0; k < nb; k++) {
-      let p = <usize>load<u32>(ptrs + (<usize>k << 2));
+      let p = <usize>load<u32>(ptrs + (<usize>k << 2)) + off;
       let o = dst + <usize>(k >> 2) * quadStride + <usize>(k & 3) * laneStride;
       const end = p + (<usize>hd << 2);
       for (; p < end; p += 16, o += cs) v128.store(o, v128.load(p));
@@ -148,7 +159,7 @@ export function decodeBlockF32(
     // bf16 is the high half of an f32: interleave zero halves below each value.
     const zero = i16x8.splat(0);
     for (let k = 0; k < nb; k++) {
-      let p = <usize>load<u32>(ptrs + (<usize>k << 2));
+      let p = <usize>load<u32>(ptrs + (<usize>k << 2)) + off;
       let o = dst + <usize>(k >> 2) * quadStride + <usize>(k & 3) * laneStride;
       const end = p + (<usize>hd << 1);
       for (; p < end; p += 16, o += 2 * cs) {
@@ -161,22 +172,23 @@ export function decodeBlockF32(
   }
   for (let k = 0; k < nb; k++) {
     const o = dst + <usize>(k >> 2) * quadStride + <usize>(k & 3) * laneStride;
-    decodeRow(dt, <usize>load<u32>(ptrs + (<usize>k << 2)), o, cs, hd, hdPad, raw);
+    decodeRow(dt, <usize>load<u32>(ptrs + (<usize>k << 2)) + off, o, cs, hd, hdPad, raw);
   }
 }
 
 /**
- * Decode the nb q8_0 / q4_0 K rows of a block (row k from ptrs[k]) into int16 values, quad
+ * Decode the nb q8_0 / q4_0 K rows of a block (row k from ptrs[k] + off) into int16 values, quad
  * interleaved like the f32 K layout with 8-value chunks ([nbPad / 4, hd / 8, 4 keys, 8 i16]:
- * chunk c of key k at dst + (k >> 2) * hd * 8 + c * 64 + (k & 3) * 16; exact, |value| <= 127), and
+ * chunk c of key k at dst + (k >> 2) * quadStride + c * 64 + (k & 3) * 16, quadStride >= hd * 8;
+ * exact, |value| <= 127), and
  * their per-block scales at scales + (b * blockKeys + k) * 4 ([hd / 32, blockKeys] f32).
  */
-export function decodeBlockI16(dt: i32, ptrs: usize, nb: i32, dst: usize, scales: usize, hd: i32, blockKeys: i32): void {
+export function decodeBlockI16(dt: i32, ptrs: usize, off: usize, nb: i32, dst: usize, quadStride: usize, scales: usize, hd: i32, blockKeys: i32): void {
   const blockBytes = dt == DT_Q8_0 ? Q8_BLOCK : Q4_BLOCK;
   const scaleStride = <usize>blockKeys << 2;
   for (let k = 0; k < nb; k++) {
-    let p = <usize>load<u32>(ptrs + (<usize>k << 2));
-    let o = dst + <usize>(k >> 2) * (<usize>hd << 3) + (<usize>(k & 3) << 4);
+    let p = <usize>load<u32>(ptrs + (<usize>k << 2)) + off;
+    let o = dst + <usize>(k >> 2) * quadStride + (<usize>(k & 3) << 4);
     let s = scales + (<usize>k << 2);
     for (let d = 0; d < hd; d += 32, p += blockBytes, o += 256, s += scaleStride) {
       store<f32>(s, f16ToF32(<u32>load<u16>(p)));

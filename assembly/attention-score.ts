@@ -32,10 +32,11 @@ const NEG_INF: f32 = -Infinity;
 
 /**
  * Scores from f32 operands: qs = q' pairs ([.., hdPad / 4, 2, 4] f32), kf = K quads
- * ([nbPad / 4, hdPad / 4, 4, 4] f32). rows: the row table (attention-block.ts header).
+ * ([nbPad / 4, hdPad / 4, 4, 4] f32, quads `quadStride` bytes apart: other kv heads' chunks may
+ * sit between them). rows: the row table (attention-block.ts header).
  */
 export function scoreBlockF32(
-  nRows: i32, qs: usize, rows: usize, kf: usize, pos: usize, scores: usize, nbPad: i32, hdPad: i32,
+  nRows: i32, qs: usize, rows: usize, kf: usize, pos: usize, scores: usize, nbPad: i32, hdPad: i32, quadStride: usize,
 ): void {
   const pairBytes = <usize>hdPad << 3; // one q pair: hdPad / 4 chunks x 32 bytes
   const quadBytes = <usize>hdPad << 4; // one K quad: hdPad / 4 chunks x 64 bytes
@@ -48,7 +49,7 @@ export function scoreBlockF32(
     const sA = scores + (<usize>(r * BLOCK_KEYS) << 2);
     for (let k = 0; k < nbPad; k += 4) {
       let x = qp;
-      let y = kf + <usize>(k >> 2) * quadBytes;
+      let y = kf + <usize>(k >> 2) * quadStride;
       const end = y + quadBytes;
       let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
       let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
@@ -73,16 +74,16 @@ export function scoreBlockF32(
       v128.store(sA + o, maskScores(sum4x4(b0, b1, b2, b3), pos + o, loB, hiB), BLOCK_KEYS << 2);
     }
   }
-  if (r < nRows) scoreRowF32(qs + <usize>(r >> 1) * pairBytes, rows + (<usize>r << 4), kf, pos, scores + (<usize>(r * BLOCK_KEYS) << 2), nbPad, quadBytes);
+  if (r < nRows) scoreRowF32(qs + <usize>(r >> 1) * pairBytes, rows + (<usize>r << 4), kf, pos, scores + (<usize>(r * BLOCK_KEYS) << 2), nbPad, quadBytes, quadStride);
 }
 
 /** The odd last row: a 1 x 4 tile. */
-function scoreRowF32(qp: usize, rt: usize, kf: usize, pos: usize, sRow: usize, nbPad: i32, quadBytes: usize): void {
+function scoreRowF32(qp: usize, rt: usize, kf: usize, pos: usize, sRow: usize, nbPad: i32, quadBytes: usize, quadStride: usize): void {
   const lo = i32x4.splat(load<i32>(rt, 4));
   const hi = i32x4.splat(load<i32>(rt, 8));
   for (let k = 0; k < nbPad; k += 4) {
     let x = qp;
-    let y = kf + <usize>(k >> 2) * quadBytes;
+    let y = kf + <usize>(k >> 2) * quadStride;
     const end = y + quadBytes;
     let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
     for (; y < end; x += 32, y += 64) {
@@ -99,17 +100,17 @@ function scoreRowF32(qp: usize, rt: usize, kf: usize, pos: usize, sRow: usize, n
 /**
  * Scores from int16 operands (q8_0 / q4_0 K): qi = quantized q' pairs ([.., hdPad / 8, 2, 8]
  * i16, |q| <= 32767) with scales qd = f32 [nRows, nBlocks]; ki = K quads ([nbPad / 4,
- * hdPad / 8, 4, 8] i16, |k| <= 127) with scales kd = f32 [nBlocks, BLOCK_KEYS]. As ggml's
+ * hdPad / 8, 4, 8] i16, |k| <= 127; quads `quadStride` bytes apart) with scales kd = f32
+ * [nBlocks, BLOCK_KEYS]. As ggml's
  * vec_dot_q8_0_q8_0 but with a 16-bit query: each 32-block dot is exact in i32
  * (i32x4.dot_i16x8_s; |sum| <= 32 * 32767 * 127 < 2^31), then scaled by d_k * d_q, summed in f32.
  */
 export function scoreBlockInt(
   nRows: i32, qi: usize, qd: usize, rows: usize, ki: usize, kd: usize, pos: usize, scores: usize,
-  nbPad: i32, hdPad: i32,
+  nbPad: i32, hdPad: i32, quadStride: usize,
 ): void {
   const nBlocks = hdPad >> 5;
   const pairBytes = <usize>hdPad << 2; // hdPad / 8 chunks x 32 bytes
-  const quadBytes = <usize>hdPad << 3; // hdPad / 8 chunks x 64 bytes
   let r = 0;
   for (; r + 2 <= nRows; r += 2) {
     const qp = qi + <usize>(r >> 1) * pairBytes;
@@ -121,7 +122,7 @@ export function scoreBlockInt(
     const sA = scores + (<usize>(r * BLOCK_KEYS) << 2);
     for (let k = 0; k < nbPad; k += 4) {
       let x = qp;
-      let y = ki + <usize>(k >> 2) * quadBytes;
+      let y = ki + <usize>(k >> 2) * quadStride;
       let accA = f32x4.splat(0), accB = f32x4.splat(0);
       for (let b = 0; b < nBlocks; b++) {
         let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
@@ -162,7 +163,7 @@ export function scoreBlockInt(
     const sRow = scores + (<usize>(r * BLOCK_KEYS) << 2);
     for (let k = 0; k < nbPad; k += 4) {
       let x = qp;
-      let y = ki + <usize>(k >> 2) * quadBytes;
+      let y = ki + <usize>(k >> 2) * quadStride;
       let acc = f32x4.splat(0);
       for (let b = 0; b < nBlocks; b++) {
         let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);

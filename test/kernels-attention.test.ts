@@ -166,7 +166,23 @@ describe('wasm attention: GQA ratios x contexts crossing key-chunk boundaries', 
     assert.ok(planAttention(1, 14, 2, 64, 'f16', 8192).nItems >= 32);
     assert.equal(planAttention(1, 14, 2, 64, 'q8_0', 8192).intK, true);
     assert.equal(planAttention(512, 14, 2, 64, 'f16', 4096).nChunks, 1, 'prefill with many tiles: no key chunks');
+    assert.equal(planAttention(1, 14, 2, 64, 'f16', 8192).kvPerItem, 2, 'long decode: all kv heads of a token in one item');
+    assert.equal(planAttention(1, 14, 2, 64, 'f16', 1000).kvPerItem, 1, 'short decode: one kv head per item (more items)');
+    assert.equal(planAttention(512, 14, 2, 64, 'f16', 4096).kvPerItem, 1, 'prefill: tiles are full already');
   });
+});
+
+describe('wasm attention: long decode, several kv heads per work item (both layouts)', () => {
+  let seed = 2500;
+  for (const [kDtype, vDtype] of PAIRS) {
+    for (const [headDim, group, nKvHeads, nQuery] of [[64, 7, 2, 1], [quantized(kDtype) || quantized(vDtype) ? 96 : 80, 2, 4, 2]] as const) {
+      for (const layout of ['bshd', 'bhsd'] as const) {
+        const s = seed++;
+        test(`K ${kDtype} / V ${vDtype}, headDim ${headDim}, ${nKvHeads} kv heads x GQA ${group}, 4200 keys, ${nQuery} queries, ${layout}`, () =>
+          runCase({ kDtype, vDtype, headDim, group, nKvHeads, nKeys: 4200, nQuery, nSegments: 3, layout }, s));
+      }
+    }
+  }
 });
 
 describe('wasm attention: segments, masks, windows, scales', () => {

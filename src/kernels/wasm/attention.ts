@@ -8,7 +8,8 @@
  *   wasmAttentionManyAt(rt, calls, nHeads, opts)            (many sequences' calls, one dispatch)
  *
  * NOTE(1): The work plan (planAttention) depends only on the shapes: query tiles of `tileTokens`
- *   tokens x the group of query heads of one kv head (at most MAX_TILE_ROWS rows), and key chunks
+ *   tokens x the group of query heads of one kv head (at most MAX_TILE_ROWS rows), the tiles of
+ *   `kvPerItem` kv heads per item (decode: all kv heads of a token read together), and key chunks
  *   of a fixed size when a call has too few tiles to keep threads busy (decode). The thread count
  *   only decides who runs which item, so 1 and N threads give bit-identical results.
  * NOTE(2): A call with one key chunk runs one kernel (items accumulate straight into `out`); with
@@ -47,10 +48,15 @@ const MAX_TILE_ROWS = 64;
 const MIN_CHUNK_KEYS = 256;
 /** Key chunking stops once a call has this many items. */
 const TARGET_ITEMS = 64;
+/** Items an item holding several kv heads must still leave (so threads stay busy at short contexts). */
+const MIN_ITEMS = 16;
 /** Scratch slots: items are handed out in at most this many grains (one slot per grain). */
 const MAX_GRAINS = 64;
-/** Multiply-adds below which a call (or its merge) runs on the calling thread only. */
+/** Multiply-adds below which a call runs on the calling thread only. */
 const PARALLEL_MIN_WORK = 1 << 16;
+/** The same for a merge (multiply-adds of its rows x chunks): right after the items the workers
+ *  are still spinning, so waking them costs ~1 µs, and a decode merge at 8k keys is ~25 µs. */
+const PARALLEL_MIN_MERGE = 1 << 13;
 /** NOTE(5). */
 const MAX_POSITION = 2 ** 31 - 2;
 const LOG2E = Math.LOG2E;
@@ -62,6 +68,8 @@ const SLOT_BUFFERS = 14;
 export interface AttentionPlan {
   tileTokens: number;
   nTiles: number;
+  /** kv heads per item (NOTE(1)). */
+  kvPerItem: number;
   nChunks: number;
   chunkKeys: number;
   nItems: number;
@@ -74,6 +82,7 @@ export interface AttentionPlan {
   slotBytes: number;
   /** Byte offsets of the slot's buffers, in the kernel's order (assembly/attention.ts oQs .. oPos). */
   readonly slotLayout: Int32Array;
+  /** Bytes of all the call's partial records (0 in direct mode). */
   partialBytes: number;
 }
 
@@ -83,7 +92,7 @@ function roundUp(x: number, m: number): number {
 
 function newPlan(): AttentionPlan {
   return {
-    tileTokens: 0, nTiles: 0, nChunks: 0, chunkKeys: 0, nItems: 0, direct: false, intK: false, grain: 1,
+    tileTokens: 0, nTiles: 0, kvPerItem: 1, nChunks: 0, chunkKeys: 0, nItems: 0, direct: false, intK: false, grain: 1,
     nSlots: 0, slotBytes: 0, slotLayout: new Int32Array(SLOT_BUFFERS), partialBytes: 0,
   };
 }
@@ -102,7 +111,9 @@ function fillPlan(p: AttentionPlan, nTokens: number, nHeads: number, nKvHeads: n
   const hdPad = roundUp(headDim, 4);
   p.tileTokens = Math.max(1, Math.min(nTokens, Math.floor(MAX_TILE_ROWS / group)));
   p.nTiles = Math.ceil(nTokens / p.tileTokens);
-  const base = p.nTiles * nKvHeads;
+  const rows = p.tileTokens * group;
+  p.kvPerItem = kvHeadsPerItem(p.nTiles, nKvHeads, rows, nKeys);
+  const base = p.nTiles * (nKvHeads / p.kvPerItem);
   let nChunks = 1;
   if (nKeys > MIN_CHUNK_KEYS && base < TARGET_ITEMS) {
     nChunks = Math.min(Math.ceil(nKeys / MIN_CHUNK_KEYS), Math.ceil(TARGET_ITEMS / base));
@@ -112,21 +123,22 @@ function fillPlan(p: AttentionPlan, nTokens: number, nHeads: number, nKvHeads: n
   p.nItems = base * p.nChunks;
   p.direct = p.nChunks === 1 && hdPad === headDim;
   p.intK = DTYPES[kDtype].quantized;
-  const rows = p.tileTokens * group;
   const pairRows = roundUp(rows, 2); // q rows are stored in pairs (assembly/attention-score.ts)
   const nBlocks = p.intK ? hdPad / 32 : 0;
-  // Bytes of each slot buffer, in the kernel's order: qs qi qd S m l rows kf ki kd vf kr vr pos.
+  // Bytes of each slot buffer, in the kernel's order: qs qi qd S m l rows kf ki kd vf kr vr pos
+  // (qs .. rows: one copy per kv head of the item; kf .. vf: rows of all its kv heads side by side).
   const sz = slotSizes;
-  sz[0] = pairRows * hdPad * 4;
-  sz[1] = p.intK ? pairRows * hdPad * 2 : 0;
-  sz[2] = rows * nBlocks * 4;
-  sz[3] = rows * BLOCK_KEYS * 4;
-  sz[4] = sz[5] = rows * 4;
-  sz[6] = rows * 16;
-  sz[7] = p.intK ? 0 : BLOCK_KEYS * hdPad * 4;
-  sz[8] = p.intK ? BLOCK_KEYS * hdPad * 2 : 0;
-  sz[9] = nBlocks * BLOCK_KEYS * 4;
-  sz[10] = BLOCK_KEYS * hdPad * 4;
+  const heads = p.kvPerItem;
+  sz[0] = heads * pairRows * hdPad * 4;
+  sz[1] = p.intK ? heads * pairRows * hdPad * 2 : 0;
+  sz[2] = heads * rows * nBlocks * 4;
+  sz[3] = heads * rows * BLOCK_KEYS * 4;
+  sz[4] = sz[5] = heads * rows * 4;
+  sz[6] = heads * rows * 16;
+  sz[7] = p.intK ? 0 : heads * BLOCK_KEYS * hdPad * 4;
+  sz[8] = p.intK ? heads * BLOCK_KEYS * hdPad * 2 : 0;
+  sz[9] = heads * nBlocks * BLOCK_KEYS * 4;
+  sz[10] = heads * BLOCK_KEYS * hdPad * 4;
   sz[11] = sz[12] = sz[13] = BLOCK_KEYS * 4;
   let at = 0;
   for (let i = 0; i < SLOT_BUFFERS; i++) {
@@ -136,8 +148,22 @@ function fillPlan(p: AttentionPlan, nTokens: number, nHeads: number, nKvHeads: n
   p.slotBytes = at;
   p.grain = Math.ceil(p.nItems / MAX_GRAINS);
   p.nSlots = Math.ceil(p.nItems / p.grain);
-  p.partialBytes = p.direct ? 0 : (rows * hdPad + 2 * rows) * 4;
+  // One record (acc, m, l of a kv head's tile rows) per (tile, kv head, chunk): kvPerItem per item.
+  p.partialBytes = p.direct ? 0 : p.nTiles * nKvHeads * p.nChunks * (rows * hdPad + 2 * rows) * 4;
   return p;
+}
+
+/**
+ * kv heads per item: the most (a divisor of nKvHeads) whose tiles together stay within
+ * MAX_TILE_ROWS rows while the call keeps MIN_ITEMS items (counting full key chunks). Reading a
+ * token's heads together fetches each cache line of a `bshd` cache once (assembly/attention.ts).
+ */
+function kvHeadsPerItem(nTiles: number, nKvHeads: number, rows: number, nKeys: number): number {
+  const chunks = Math.max(1, Math.floor(nKeys / MIN_CHUNK_KEYS));
+  for (let h = nKvHeads; h > 1; h--) {
+    if (nKvHeads % h === 0 && h * rows <= MAX_TILE_ROWS && nTiles * (nKvHeads / h) * chunks >= MIN_ITEMS) return h;
+  }
+  return 1;
 }
 
 /**
@@ -312,8 +338,8 @@ interface SlotSink {
   f32(v: number): SlotSink;
 }
 
-/** Slots of one call's argument block (assembly/attention.ts loadArgs: 0 .. 40). */
-const CALL_SLOTS = 27 + SLOT_BUFFERS;
+/** Slots of one call's argument block (assembly/attention.ts loadArgs: 0 .. 41). */
+const CALL_SLOTS = 28 + SLOT_BUFFERS;
 
 /** The segment table of a view at segOff: i32 [nSegments, 5] = kOff, vOff, nTokens, pos0, first key index. */
 function writeSegments(rt: KernelRuntime, segOff: number, view: KVView): void {
@@ -354,6 +380,7 @@ function writeCallArgs(
   a.f32(scale * LOG2E).i32(plan.tileTokens).i32(plan.nTiles).i32(plan.nChunks).i32(plan.chunkKeys).i32(view.nTokens);
   a.ptr(partialOff).ptr(slotOff).ptr(slotBytes).i32(grain).i32(plan.intK ? 1 : 0);
   for (let i = 0; i < SLOT_BUFFERS; i++) a.ptr(plan.slotLayout[i]!);
+  a.i32(plan.kvPerItem);
 }
 
 /**
@@ -370,7 +397,7 @@ function run(
   const segOff = rt.scratch('attention.segments', Math.max(1, view.segments.length) * 20);
   const rangeOff = rt.scratch('attention.ranges', nTokens * 8);
   const slotOff = rt.scratch('attention.slots', plan.nSlots * plan.slotBytes);
-  const partialOff = plan.direct ? 0 : rt.scratch('attention.partials', plan.nItems * plan.partialBytes);
+  const partialOff = plan.direct ? 0 : rt.scratch('attention.partials', plan.partialBytes);
   writeSegments(rt, segOff, view);
   writeRanges(rt, rangeOff, positions, posOff, nTokens, window);
   writeCallArgs(rt.args(), plan, qOff, outOff, lseOff, rangeOff, segOff, nTokens, nHeads, view, scale, partialOff, slotOff, plan.slotBytes, plan.grain);
@@ -380,7 +407,7 @@ function run(
   else rt.parallelFor('attention_tile', 0, plan.nItems, plan.grain);
   if (!plan.direct) {
     const rows = nTokens * nHeads;
-    if (rows * plan.nChunks * headDim < PARALLEL_MIN_WORK) rt.runLocal('attention_merge', 0, rows);
+    if (rows * plan.nChunks * headDim < PARALLEL_MIN_MERGE) rt.runLocal('attention_merge', 0, rows);
     else rt.parallelFor('attention_merge', 0, rows, Math.max(1, Math.ceil(rows / MAX_GRAINS)));
   }
 }
@@ -430,7 +457,7 @@ export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly Attention
     slotBytes = Math.max(slotBytes, plan.slotBytes);
     work += nTokens * nHeads * view.headDim * view.nTokens;
     if (!plan.direct) {
-      partialBytes += plan.nItems * plan.partialBytes;
+      partialBytes += plan.partialBytes;
       nMergeRows += nTokens * nHeads;
       mergeWork += nTokens * nHeads * plan.nChunks * view.headDim;
     }
@@ -466,7 +493,7 @@ export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly Attention
     seg += view.segments.length * 20;
     range += nTokens * 8;
     if (!plan.direct) {
-      partial += plan.nItems * plan.partialBytes;
+      partial += plan.partialBytes;
       row += nTokens * nHeads;
     }
   }
@@ -478,7 +505,7 @@ export function wasmAttentionManyAt(rt: KernelRuntime, calls: readonly Attention
   if (work < PARALLEL_MIN_WORK) rt.runLocal('attention_multi', 0, nItems);
   else rt.parallelFor('attention_multi', 0, nItems, grain);
   if (nMergeRows > 0) {
-    if (mergeWork < PARALLEL_MIN_WORK) rt.runLocal('attention_merge_multi', 0, nMergeRows);
+    if (mergeWork < PARALLEL_MIN_MERGE) rt.runLocal('attention_merge_multi', 0, nMergeRows);
     else rt.parallelFor('attention_merge_multi', 0, nMergeRows, Math.max(1, Math.ceil(nMergeRows / MAX_GRAINS)));
   }
 }
