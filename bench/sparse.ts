@@ -11,10 +11,11 @@
  *   3. M tokens with measureError: per layer and step, the sparse output against the dense
  *      attention of the same query on the same cache (relative L2 error).
  *
- * NOTE(1): The default preset has the attention shapes of Qwen2.5-0.5B (14/2 heads x 64) in 4
- *   layers so a 32k prefill takes minutes on 2 cores (issue 6 allows it); with 4 layers the
- *   default of 2 dense first layers would leave half the model dense, so denseLayers defaults
- *   to 0 here (ktransformers keeps 2 of 32 dense). Selection: blocks of 128, init 1, pick 32,
+ * NOTE(1): The default preset has the attention shapes of Qwen2.5-0.5B (14/2 heads x 64) in 8
+ *   layers so a 32k prefill takes ~10 minutes on 2 cores (issue 6 allows fewer layers); with 8
+ *   layers the default of 2 dense first layers would leave a quarter of the model dense, so
+ *   denseLayers is 0 here (ktransformers keeps 2 of 32 dense). With few layers the 151936 x 896
+ *   lm_head is a large share of every decode step whatever the attention (BENCHMARKS.md). Selection: blocks of 128, init 1, pick 32,
  *   local 4 (512 tokens), QUEST anchors (no importance pass needed), LAYER retrieval.
  */
 import { benchModelDir } from '../src/cli/bench.js';
