@@ -10,24 +10,18 @@
  * At B = 1 decode is memory-bound; batching multiplies FLOPs but not weight bytes, so on 2 cores
  * it turns compute-bound. Issue 5 goal: >= 0.7 of the batched roofline.
  */
-import { benchModelDir } from '../src/cli/bench.js';
-import { parseDType, rowSizeBytes } from '../src/core/dtype.js';
+import { rowSizeBytes } from '../src/core/dtype.js';
 import { benchPrompt } from '../src/generate/e2e-bench.js';
 import { KernelRuntime } from '../src/kernels/wasm/runtime.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import { PagedSession } from '../src/model/paged-session.js';
 import type { LinearWeight } from '../src/model/weights-layout.js';
 import { decodeStep, prefillSeq } from './session-steps.js';
+import { benchModel, type ModelBenchOptions } from './model-options.js';
 import { mdTable, sig } from './table.js';
 import { runWasmProbes, type WasmProbes } from './wasm-probes.js';
 
-export interface BatchDecodeOptions {
-  threads: number;
-  log: (s: string) => void;
-  preset?: string;
-  model?: string;
-  weights: string;
-  kv: string;
+export interface BatchDecodeOptions extends ModelBenchOptions {
   /** Decode steps timed per batch size. */
   tokens: number;
   /** Prompt tokens per sequence; default 128. */
@@ -58,9 +52,7 @@ export interface BatchDecodeResult {
 const BATCHES = [1, 2, 4, 8];
 
 export async function benchBatchDecode(o: BatchDecodeOptions): Promise<BatchDecodeResult> {
-  const dir = benchModelDir({ model: o.model, preset: o.preset ?? 'qwen2.5-0.5b' }, o.log);
-  const weights = parseDType(o.weights, '--weights');
-  const kv = parseDType(o.kv.split(',')[0]!, '--kv');
+  const { dir, weights, kv } = benchModel(o, 'qwen2.5-0.5b');
   const prompt = o.prompt ?? 128;
   const lm = await LanguageModel.load(dir, { weights, kv, threads: o.threads, maxSeqLen: 64 });
   try {

@@ -5,21 +5,14 @@
  * where every step reads each weight matrix once for all sequences. Reports aggregate generated
  * tokens/s of both and whether the greedy tokens agree.
  */
-import { benchModelDir } from '../src/cli/bench.js';
-import { parseDType } from '../src/core/dtype.js';
 import { benchPrompt } from '../src/generate/e2e-bench.js';
 import { generate, runToEnd, type GenerateSummary } from '../src/generate/generate.js';
 import { generateMany } from '../src/generate/generate-many.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import { PagedSession } from '../src/model/paged-session.js';
+import { benchModel, type ModelBenchOptions } from './model-options.js';
 
-export interface PagedSuiteOptions {
-  threads: number;
-  log: (s: string) => void;
-  preset?: string;
-  model?: string;
-  weights: string;
-  kv: string;
+export interface PagedSuiteOptions extends ModelBenchOptions {
   tokens: number;
 }
 
@@ -41,9 +34,7 @@ export interface PagedResult {
 }
 
 export async function benchPaged(o: PagedSuiteOptions): Promise<PagedResult> {
-  const dir = benchModelDir({ model: o.model, preset: o.preset }, o.log);
-  const weights = parseDType(o.weights, '--weights');
-  const kv = parseDType(o.kv.split(',')[0]!, '--kv');
+  const { dir, weights, kv } = benchModel(o);
   const promptTokens = 32;
   const lm = await LanguageModel.load(dir, { weights, kv, threads: o.threads, maxSeqLen: promptTokens + o.tokens + 8 });
   const rows: PagedRow[] = [];

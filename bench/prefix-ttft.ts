@@ -7,21 +7,14 @@
  *   warm:  seqAdd(shared + tailB) on the same session finds the 64 full blocks of `shared`
  *          (chained hashes, kv/paged/block-hash.ts); only 32 tokens are computed.
  */
-import { benchModelDir } from '../src/cli/bench.js';
-import { parseDType } from '../src/core/dtype.js';
 import { benchPrompt } from '../src/generate/e2e-bench.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import { PagedSession } from '../src/model/paged-session.js';
 import { prefillSeq } from './session-steps.js';
+import { benchModel, type ModelBenchOptions } from './model-options.js';
 import { mdTable, sig } from './table.js';
 
-export interface PrefixTtftOptions {
-  threads: number;
-  log: (s: string) => void;
-  preset?: string;
-  model?: string;
-  weights: string;
-  kv: string;
+export interface PrefixTtftOptions extends ModelBenchOptions {
   /** Cached prefix tokens; default 2048 (a multiple of the 32-token block). */
   cached?: number;
   /** New tokens after the prefix; default 32. */
@@ -42,9 +35,7 @@ export interface PrefixTtftResult {
 }
 
 export async function benchPrefixTtft(o: PrefixTtftOptions): Promise<PrefixTtftResult> {
-  const dir = benchModelDir({ model: o.model, preset: o.preset ?? 'qwen2.5-0.5b' }, o.log);
-  const weights = parseDType(o.weights, '--weights');
-  const kv = parseDType(o.kv.split(',')[0]!, '--kv');
+  const { dir, weights, kv } = benchModel(o, 'qwen2.5-0.5b');
   const cached = o.cached ?? 2048;
   const fresh = o.fresh ?? 32;
   const lm = await LanguageModel.load(dir, { weights, kv, threads: o.threads, maxSeqLen: 64 });

@@ -15,25 +15,20 @@
  *   layers so a 32k prefill takes ~10 minutes on 2 cores (issue 6 allows fewer layers); with 8
  *   layers the default of 2 dense first layers would leave a quarter of the model dense, so
  *   denseLayers is 0 here (ktransformers keeps 2 of 32 dense). With few layers the 151936 x 896
- *   lm_head is a large share of every decode step whatever the attention (BENCHMARKS.md). Selection: blocks of 128, init 1, pick 32,
- *   local 4 (512 tokens), QUEST anchors (no importance pass needed), LAYER retrieval.
+ *   lm_head is a large share of every decode step whatever the attention (BENCHMARKS.md).
+ *   Selection: blocks of 128, init 1, pick 32, local 4 (512 tokens), QUEST anchors (no
+ *   importance pass needed), LAYER retrieval.
  */
-import { benchModelDir } from '../src/cli/bench.js';
-import { parseDType, type DType } from '../src/core/dtype.js';
+import type { DType } from '../src/core/dtype.js';
 import { benchPrompt } from '../src/generate/e2e-bench.js';
 import { argmaxOf } from '../src/generate/sampler.js';
 import { LanguageModel } from '../src/model/language-model.js';
 import type { SparseSequenceOptions } from '../src/model/sparse-sequence.js';
 import { ensureGguf, llamaCppRows } from './e2e.js';
+import { benchModel, type ModelBenchOptions } from './model-options.js';
 import { mdTable, sig } from './table.js';
 
-export interface SparseSuiteOptions {
-  threads: number;
-  log: (s: string) => void;
-  preset?: string;
-  model?: string;
-  weights: string;
-  kv: string;
+export interface SparseSuiteOptions extends ModelBenchOptions {
   ctxs: number[] | null;
   decodeTokens: number;
   llamaCpp: boolean;
@@ -64,9 +59,7 @@ const SPARSE: SparseSequenceOptions = { blockLen: 128, init: 1, pick: 32, local:
 const ERROR_TOKENS = 8;
 
 export async function benchSparse(o: SparseSuiteOptions): Promise<SparseResult> {
-  const dir = benchModelDir({ model: o.model, preset: o.preset ?? 'qwen2.5-0.5b-long' }, o.log);
-  const weights = parseDType(o.weights, '--weights');
-  const kv = parseDType(o.kv.split(',')[0]!, '--kv');
+  const { dir, weights, kv } = benchModel(o, 'qwen2.5-0.5b-long');
   const ctxs = o.ctxs ?? [8192, 32768];
   const N = o.decodeTokens;
   const lm = await LanguageModel.load(dir, { weights, kv, threads: o.threads, chunk: 256, maxSeqLen: 64 });

@@ -58,7 +58,6 @@ export class LanguageModel {
   private kvCache: StaticCache | null;
   /** The sparse sequence; null in dense mode. */
   private sparseSeq: SparseSequence | null = null;
-  private kvDtypePair: { k: DType; v: DType } = { k: 'f32', v: 'f32' };
   private seqCapacity: number;
   /** The weights in the arena (shared by every cache and session of this model). */
   readonly model: LoadedModel;
@@ -98,7 +97,8 @@ export class LanguageModel {
 
   /** K and V dtypes of the cache. */
   get kvDtypes(): { readonly k: DType; readonly v: DType } {
-    return this.kvDtypePair;
+    const c = this.kvCache ?? this.sparseSeq!.cache;
+    return { k: c.kDtype, v: c.vDtype };
   }
 
   /** Positions the cache holds. */
@@ -121,7 +121,6 @@ export class LanguageModel {
         nLayers: s.nLayers, nHeads: s.nHeads, nKvHeads: s.nKvHeads, headDim: s.headDim, maxSeqLen, kDtype: k, vDtype: v, layout: 'bshd', arena: this.model.arena,
       });
     }
-    this.kvDtypePair = { k, v };
     this.seqCapacity = maxSeqLen;
     this.cacheOptions = opts;
     return cache;

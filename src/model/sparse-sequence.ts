@@ -27,7 +27,7 @@ import { CapacityError, StateError, checkInt } from '../core/errors.js';
 import type { KernelSet } from '../kernels/kernel-set.js';
 import type { AttentionOptions } from '../kernels/types.js';
 import { PagedKVCache } from '../kv/paged/paged-cache.js';
-import { SparseAttention } from '../kv/sparse/sparse-attention.js';
+import { SparseAttention, type SparseCallOptions } from '../kv/sparse/sparse-attention.js';
 import type { SparseOptions } from '../kv/sparse/sparse-config.js';
 import type { KVView } from '../kv/types.js';
 import type { SequenceKV } from './sequence-kv.js';
@@ -74,6 +74,8 @@ export class SparseSequence implements SequenceKV {
   measureError: boolean;
   /** Decode densely over the same blocks (pick -1): the dense baseline on the same cache. */
   forceDense = false;
+  /** The per-call options of a forceDense step (reused: no allocation per layer and token). */
+  private readonly denseCall: SparseCallOptions = { pick: -1 };
   private seq: number;
   /** Position of the step's first token (frozen while the step's positions are reserved). */
   private pos0 = 0;
@@ -146,7 +148,10 @@ export class SparseSequence implements SequenceKV {
     this.cache.commit(this.seq);
     this.stepN = 0;
     if (n === 1 && !this.lastOfPrompt) {
-      for (let l = 0; l < this.cache.nLayers; l++) this.sparse.onBlocksFilled(l, this.table, this.pos0, this.pos0 + 1);
+      // Anchors only when this token filled a block (the common token fills none).
+      if ((this.pos0 + 1) % this.blockLen === 0) {
+        for (let l = 0; l < this.cache.nLayers; l++) this.sparse.onBlocksFilled(l, this.table, this.pos0, this.pos0 + 1);
+      }
       this.tokenIdx++;
       this.stats.steps++;
     }
@@ -175,13 +180,19 @@ export class SparseSequence implements SequenceKV {
       else this.sparse.onBlocksFilled(layer, this.table, this.pos0, len);
       return;
     }
-    const step = this.sparse.attend(ks, layer, 0, this.table, len, qOffset, outOffset, lseOffset, positions, this.tokenIdx, this.forceDense ? { ...opts, pick: -1 } : opts);
+    const step = this.sparse.attend(ks, layer, 0, this.table, len, qOffset, outOffset, lseOffset, positions, this.tokenIdx, this.forceDense ? this.denseOptions(opts) : opts);
     if (step.slot >= 0) {
       for (let g = 0; g < step.nGroups; g++) this.stats.attendedKeys += step.dense ? len : step.lengths[g]!;
       this.stats.denseKeys += step.nGroups * len;
       if (step.fresh) this.stats.selections++;
       if (this.measureError) this.accumulateError(ks, layer, qOffset, outOffset, positions, nHeads, opts);
     }
+  }
+
+  private denseOptions(opts: AttentionOptions): SparseCallOptions {
+    this.denseCall.scale = opts.scale;
+    this.denseCall.window = opts.window;
+    return this.denseCall;
   }
 
   /** Dense attention of the same query into scratch; add its squared error against the sparse out. */

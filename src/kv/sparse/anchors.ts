@@ -24,8 +24,8 @@
  *   Memory: nLayers * nBlocks * anchorNum * nqHeads * headDim * 4 bytes when every layer is used.
  */
 import { decodeRow } from '../../core/dtype.js';
-import { ShapeError, checkIndex } from '../../core/errors.js';
 import type { BlockStorage } from '../paged/block-storage.js';
+import { BlockFloats } from './block-floats.js';
 import type { AnchorType } from './sparse-config.js';
 
 /** Float64 scratch of computeAnchors, grown on demand (one JS thread). */
@@ -134,28 +134,14 @@ export function decodeBlockKeys(st: BlockStorage, layer: number, block: number, 
 }
 
 /** Anchors of every (layer, physical block), with a computed flag each (NOTE(4)). */
-export class AnchorStore {
-  /** Floats of one block's anchors: anchorNum * nqHeads * headDim. */
-  readonly blockFloats: number;
-  /** [nLayers] per layer [nBlocks, anchorNum, nqHeads, headDim], null until first use. */
-  private readonly layers: (Float32Array | null)[];
+export class AnchorStore extends BlockFloats {
   /** [nLayers, nBlocks] 1 = anchors match the block's keys. */
   private readonly valid: Uint8Array;
 
-  constructor(readonly nLayers: number, readonly nBlocks: number, readonly shape: AnchorShape) {
-    this.blockFloats = shape.anchorNum * shape.nqHeads * shape.headDim;
-    this.layers = new Array<Float32Array | null>(nLayers).fill(null);
+  constructor(nLayers: number, nBlocks: number, readonly shape: AnchorShape) {
+    super(nLayers, nBlocks, shape.anchorNum * shape.nqHeads * shape.headDim, 'anchors',
+      `[anchorNum, nqHeads, headDim] = [${shape.anchorNum}, ${shape.nqHeads}, ${shape.headDim}]`);
     this.valid = new Uint8Array(nLayers * nBlocks);
-  }
-
-  /** The layer's whole anchor array [nBlocks, anchorNum, nqHeads, headDim] (allocated on first use). */
-  layer(layer: number): Float32Array {
-    let a = this.layers[layer];
-    if (!a) {
-      a = new Float32Array(this.nBlocks * this.blockFloats);
-      this.layers[layer] = a;
-    }
-    return a;
   }
 
   isValid(layer: number, block: number): boolean {
@@ -175,26 +161,9 @@ export class AnchorStore {
     this.valid.fill(0);
   }
 
-  /** A copy of one block's anchors [anchorNum, nqHeads, headDim]. */
-  get(layer: number, block: number): Float32Array {
-    this.check(layer, block);
-    const at = block * this.blockFloats;
-    return this.layer(layer).slice(at, at + this.blockFloats);
-  }
-
   /** Overwrite one block's anchors with data [anchorNum, nqHeads, headDim]; marks them computed. */
-  set(layer: number, block: number, data: ArrayLike<number>): void {
-    this.check(layer, block);
-    const { anchorNum, nqHeads, headDim } = this.shape;
-    if (data.length !== this.blockFloats) {
-      throw new ShapeError(`anchors of one block ([anchorNum, nqHeads, headDim] = [${anchorNum}, ${nqHeads}, ${headDim}]) length`, this.blockFloats, data.length);
-    }
-    this.layer(layer).set(data, block * this.blockFloats);
+  override set(layer: number, block: number, data: ArrayLike<number>): void {
+    super.set(layer, block, data);
     this.markValid(layer, block);
-  }
-
-  private check(layer: number, block: number): void {
-    checkIndex('anchor layer', layer, this.nLayers);
-    checkIndex('anchor block (physical id)', block, this.nBlocks);
   }
 }

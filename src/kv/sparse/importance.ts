@@ -17,64 +17,19 @@
  *   at once. Only the exp and the sums are a TS loop: m * heads * keys exps per call.
  * NOTE(3): Per-layer arrays are allocated on first use.
  */
-import { ShapeError, checkIndex } from '../../core/errors.js';
+import { BlockFloats } from './block-floats.js';
 import type { KernelSet } from '../../kernels/kernel-set.js';
 import type { BlockStorage } from '../paged/block-storage.js';
 import type { ArenaScratch } from './arena-scratch.js';
 
-export class ImportanceStore {
-  /** Floats of one block: blockLen * nqHeads. */
-  readonly blockFloats: number;
-  /** [nLayers] per layer [nBlocks, blockLen, nqHeads], null until first use. */
-  private readonly layers: (Float32Array | null)[];
-
-  constructor(readonly nLayers: number, readonly nBlocks: number, readonly blockLen: number, readonly nqHeads: number) {
-    this.blockFloats = blockLen * nqHeads;
-    this.layers = new Array<Float32Array | null>(nLayers).fill(null);
-  }
-
-  /** The layer's whole array [nBlocks, blockLen, nqHeads] (allocated on first use). */
-  layer(layer: number): Float32Array {
-    let a = this.layers[layer];
-    if (!a) {
-      a = new Float32Array(this.nBlocks * this.blockFloats);
-      this.layers[layer] = a;
-    }
-    return a;
-  }
-
-  /** Zero one block of one layer (its slots hold new tokens). */
-  clearBlock(layer: number, block: number): void {
-    this.layers[layer]?.fill(0, block * this.blockFloats, (block + 1) * this.blockFloats);
+export class ImportanceStore extends BlockFloats {
+  constructor(nLayers: number, nBlocks: number, readonly blockLen: number, readonly nqHeads: number) {
+    super(nLayers, nBlocks, blockLen * nqHeads, 'importance', `[blockLen, nqHeads] = [${blockLen}, ${nqHeads}]`);
   }
 
   /** Zero one block in every layer. */
   clearBlockAllLayers(block: number): void {
     for (let l = 0; l < this.nLayers; l++) this.clearBlock(l, block);
-  }
-
-  clearAll(): void {
-    for (const a of this.layers) a?.fill(0);
-  }
-
-  /** A copy of one block's importance [blockLen, nqHeads]. */
-  get(layer: number, block: number): Float32Array {
-    this.check(layer, block);
-    return this.layer(layer).slice(block * this.blockFloats, (block + 1) * this.blockFloats);
-  }
-
-  /** Overwrite one block's importance with data [blockLen, nqHeads]. */
-  set(layer: number, block: number, data: ArrayLike<number>): void {
-    this.check(layer, block);
-    if (data.length !== this.blockFloats) {
-      throw new ShapeError(`importance of one block ([blockLen, nqHeads] = [${this.blockLen}, ${this.nqHeads}]) length`, this.blockFloats, data.length);
-    }
-    this.layer(layer).set(data, block * this.blockFloats);
-  }
-
-  private check(layer: number, block: number): void {
-    checkIndex('importance layer', layer, this.nLayers);
-    checkIndex('importance block (physical id)', block, this.nBlocks);
   }
 }
 
