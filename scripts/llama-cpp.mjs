@@ -8,6 +8,14 @@
 //     -> one JSON line: {"tokens":[...],"promptTokens":N,"prefillMs":x,"decodeTokensPerS":y,"llamaCpp":"version"}
 //   node scripts/llama-cpp.mjs bench --model M.gguf --ctx 16,2048 --gen 32 [--threads 2] [--kv f16] [--fa on|off]
 //     -> one JSON line per context: {"ctx":c,"prefillTokensPerS":x,"decodeTokensPerS":y}
+//   node scripts/llama-cpp.mjs serve --model M.gguf [--threads 2] [--kv f16] [--fa on|off]
+//     -> reads one JSON command per stdin line, answers one JSON line each (interleaved benchmarks:
+//        the caller times llama.cpp and its own engine in alternating rounds, so a noisy machine
+//        slows both alike):
+//        {"op":"open","ctx":c}   prefill the bench prompt of c tokens -> {"prefillMs":x}
+//        {"op":"decode","n":k}   k more greedy tokens               -> {"ms":x,"n":k}
+//        {"op":"close"}          free the context                    -> {}
+//        errors answer {"error":"..."}; end of stdin exits.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -57,11 +65,11 @@ function parseArgs(argv) {
 
 const KV = { f32: 'F32', f16: 'F16', q8_0: 'Q8_0', q4_0: 'Q4_0' };
 
-async function openContext(llama, opts, contextSize) {
+/** createContext options: size, threads, KV dtype (--kv) and flash attention (--fa). */
+function contextOptions(opts, contextSize) {
   const kv = KV[opts.kv ?? 'f16'];
   if (!kv) throw new Error(`--kv expects one of ${Object.keys(KV).join(', ')}, given ${opts.kv}`);
-  const model = await llama.loadModel({ modelPath: resolve(opts.model), gpuLayers: 0 });
-  const context = await model.createContext({
+  return {
     contextSize,
     batchSize: Math.min(contextSize, 512),
     threads: Number(opts.threads ?? 2),
@@ -70,7 +78,13 @@ async function openContext(llama, opts, contextSize) {
     // llama.cpp needs flash attention for a quantized V cache; --fa on|off (default: on for
     // quantized KV, off otherwise, as llama.cpp's own defaults pick on CPU).
     flashAttention: opts.fa === undefined ? kv.startsWith('Q') : opts.fa === 'on',
-  });
+  };
+}
+
+async function openContext(llama, opts, contextSize) {
+  const options = contextOptions(opts, contextSize);
+  const model = await llama.loadModel({ modelPath: resolve(opts.model), gpuLayers: 0 });
+  const context = await model.createContext(options);
   return { model, context };
 }
 
@@ -111,7 +125,7 @@ async function bench(opts) {
   }
   for (const ctx of ctxs) {
     const { model, context } = await openContext(llama, opts, ctx + gen + 16);
-    const prompt = Array.from({ length: ctx }, (_, i) => 1000 + ((i * 7919) % 20000));
+    const prompt = benchPrompt(ctx);
     const seq = context.getSequence();
     const t0 = performance.now();
     let tFirst = 0;
@@ -129,13 +143,74 @@ async function bench(opts) {
   return out;
 }
 
+/** The e2e benchmarks' prompt ids (src/generate/e2e-bench.ts benchPrompt: the same formula). */
+function benchPrompt(n) {
+  return Array.from({ length: n }, (_, i) => 1000 + ((i * 7919) % 20000));
+}
+
+/** One model, one context at a time, driven by stdin commands (see the header). */
+async function serve(opts) {
+  const { llama } = await loadLlama();
+  const model = await llama.loadModel({ modelPath: resolve(opts.model), gpuLayers: 0 });
+  let open = null; // { context, tokens: AsyncIterator }
+  const close = async () => {
+    if (!open) return;
+    await open.tokens.return?.();
+    await open.context.dispose();
+    open = null;
+  };
+  const ops = {
+    async open(cmd) {
+      await close();
+      const ctx = Number(cmd.ctx);
+      const gen = Number(cmd.gen ?? 256);
+      const context = await model.createContext(contextOptions(opts, ctx + gen + 16));
+      const seq = context.getSequence();
+      // Greedy; end-of-generation tokens are ignored so every decode request gets its tokens.
+      const tokens = seq.evaluate(benchPrompt(ctx), { temperature: 0, yieldEogToken: true })[Symbol.asyncIterator]();
+      open = { context, tokens };
+      const t0 = performance.now();
+      await tokens.next(); // the prompt's prefill ends with the first token
+      return { prefillMs: performance.now() - t0 };
+    },
+    async decode(cmd) {
+      if (!open) throw new Error('decode before open');
+      const n = Number(cmd.n);
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) if ((await open.tokens.next()).done) throw new Error('generation ended early');
+      return { ms: performance.now() - t0, n };
+    },
+    async close() {
+      await close();
+      return {};
+    },
+  };
+  const { createInterface } = await import('node:readline');
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line.trim() === '') continue;
+    let reply;
+    try {
+      const cmd = JSON.parse(line);
+      const op = ops[cmd.op];
+      if (!op) throw new Error(`unknown op ${JSON.stringify(cmd.op)} (expected open, decode, close)`);
+      reply = await op(cmd);
+    } catch (e) {
+      reply = { error: String(e?.message ?? e) };
+    }
+    process.stdout.write(JSON.stringify(reply) + '\n');
+  }
+  await close();
+  await model.dispose();
+  return [];
+}
+
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const [cmd, ...rest] = process.argv.slice(2);
   const opts = parseArgs(rest);
-  const run = { install: async () => ({ dir: ensureInstalled() }), greedy: () => greedy(opts), bench: () => bench(opts) }[cmd];
+  const run = { install: async () => ({ dir: ensureInstalled() }), greedy: () => greedy(opts), bench: () => bench(opts), serve: () => serve(opts) }[cmd];
   if (!run) {
-    process.stderr.write('usage: node scripts/llama-cpp.mjs install | greedy --model M --prompt-ids 1,2 [--n 32] | bench --model M [--ctx 16,2048]\n');
+    process.stderr.write('usage: node scripts/llama-cpp.mjs install | greedy --model M --prompt-ids 1,2 [--n 32] | bench --model M [--ctx 16,2048] | serve --model M\n');
     process.exit(2);
   }
   run().then(
