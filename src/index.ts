@@ -32,7 +32,7 @@ export { rmsnorm as refRmsnorm } from './kernels/ref/norm.js';
 export { rope as refRope, ropeInvFreq, type RopeMode, type RopeOptions } from './kernels/ref/rope.js';
 export { kernelsFor, refKernels, wasmKernels } from './kernels/registry.js';
 export type { KernelSet, RopePairing } from './kernels/kernel-set.js';
-export { ThreadPool, type ThreadPoolOptions } from './parallel/pool.js';
+export { ThreadPool, threadCanBlock, type ThreadPoolOptions } from './parallel/pool.js';
 export { CPUInfer, type CPUInferTask, type KernelTask } from './compat/cpuinfer.js';
 // Files, models and generation.
 export { writeGgufFile, readGgufHeader, readGgufTensor, ggufMeta, gguf, GgufValueType, type GgufFile, type GgufTensorInfo, type GgufTensorInput, type GgufValue } from './io/gguf.js';

@@ -1,15 +1,17 @@
 /**
  * The thread pool and the kernel runtime: chunking, results that do not depend on the thread
  * count, errors in a worker surfacing in the caller, a dying worker never hanging the caller,
- * and clean shutdown. The probe kernels (assembly/probe.ts) serve as the workload: probe_read
+ * clean shutdown, and the asynchronous start that browsers need (test/browser-workers.test.ts
+ * runs it in Chromium). The probe kernels (assembly/probe.ts) serve as the workload: probe_read
  * writes one sum per chunk, so every item's output shows which items ran.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Arena } from '../src/core/arena.js';
-import { ConfigError, DisposedError, KernelError, WorkerDiedError } from '../src/core/errors.js';
+import { ConfigError, DisposedError, KernelError, StateError, WorkerDiedError } from '../src/core/errors.js';
 import { KernelRuntime } from '../src/kernels/wasm/runtime.js';
+import { threadCanBlock } from '../src/parallel/pool.js';
 import { chunkOf } from '../src/parallel/protocol.js';
 
 const MiB = 1 << 20;
@@ -137,4 +139,44 @@ test('dispose stops the workers; a disposed pool is a typed error, dispose is id
   assert.equal(rt.pool.isDisposed, true);
   assert.throws(() => rt.parallelFor('probe_read', 0, 4), DisposedError);
   arena.dispose();
+});
+
+test('KernelRuntime.start: an asynchronous start (the browser path) gives the runtime for() returns', async () => {
+  const arena = new Arena({ maximumBytes: 16 * MiB });
+  try {
+    assert.equal(threadCanBlock(), true, 'Node threads may block');
+    const rt = await KernelRuntime.start(arena, { nThreads: 3 });
+    assert.equal(rt.nThreads, 3);
+    assert.equal(rt.pool.liveWorkers, 2);
+    assert.equal(KernelRuntime.for(arena, { nThreads: 3, variant: rt.variant }), rt);
+    assert.equal(await KernelRuntime.start(arena, { nThreads: 3 }), rt, 'a second start returns the live runtime');
+    const src = arena.alloc(4 * CHUNK_BYTES);
+    const out = arena.alloc(4 * 4);
+    fillChunks(arena, src, 4);
+    rt.args().ptr(src).ptr(out).i32(CHUNK_BYTES);
+    rt.parallelFor('probe_read', 0, 4);
+    assert.deepEqual([...arena.f32.subarray(out / 4, out / 4 + 4)], [1024, 2048, 3072, 4096]);
+    rt.dispose();
+    assert.equal(rt.pool.liveWorkers, 0);
+  } finally {
+    arena.dispose();
+  }
+});
+
+test('a deferred pool refuses jobs until waitStarted() resolves (a worker not yet in its loop would miss the job)', async () => {
+  const arena = new Arena({ maximumBytes: 16 * MiB });
+  const rt = new KernelRuntime(arena, { nThreads: 2 }, true);
+  try {
+    const src = arena.alloc(4 * CHUNK_BYTES);
+    const out = arena.alloc(4 * 4);
+    fillChunks(arena, src, 4);
+    rt.args().ptr(src).ptr(out).i32(CHUNK_BYTES);
+    assert.throws(() => rt.parallelFor('probe_read', 0, 4), StateError);
+    await rt.pool.waitStarted();
+    rt.parallelFor('probe_read', 0, 4);
+    assert.deepEqual([...arena.f32.subarray(out / 4, out / 4 + 4)], [1024, 2048, 3072, 4096]);
+  } finally {
+    rt.dispose();
+    arena.dispose();
+  }
 });

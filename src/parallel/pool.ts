@@ -18,17 +18,26 @@
  * NOTE(4): dispose() waits until every worker has left its loop (STATE = exited) before it
  *   reports the control block free: worker termination is asynchronous, and a worker still
  *   alive on a reused control block would take part in the next pool's jobs.
+ * NOTE(5): Browsers. A Web Worker starts only after the thread that created it returns to its
+ *   event loop (measured in Chromium: a blocking wait for READY never ends, on a page or in a
+ *   Worker), so there the pool must start with `deferStart` and `await waitStarted()` before its
+ *   first job (KernelRuntime.start does both). And a page's main thread may not Atomics.wait:
+ *   every wait for the workers (each job, dispose) would be a busy spin of the thread that runs
+ *   the page, so workers are refused on such a thread (ConfigError): the runtime belongs in a
+ *   dedicated Worker, or runs single-threaded there. Hence every wait below may block.
  */
-import { DisposedError, KernelError, WorkerDiedError, assert, checkInt } from '../core/errors.js';
+import { ConfigError, DisposedError, KernelError, StateError, WorkerDiedError, assert, checkInt } from '../core/errors.js';
 import {
   ARGS, BEGIN, CONTROL_BYTES, END, ERRLEN, ERROR, FN, GEN, GRAIN, MAX_WORKERS, MESSAGE_OFFSET, NACTIVE, PENDING,
-  READY, STATE_BASE, STOP, TEST_EXIT, WORKER_EXITED, chunkOf, type WorkerInit,
+  READY, STATE_BASE, STOP, TEST_EXIT, WORKER_EXITED, WORKER_RUNNING, chunkOf, type WorkerInit,
 } from './protocol.js';
 
 type KernelFn = (args: number, begin: number, end: number) => void;
 
 interface WorkerHandle {
   terminate(): unknown;
+  /** Why the worker failed (load error, uncaught exception), once this thread's event loop saw it. */
+  failure: string | null;
 }
 
 export interface ThreadPoolOptions {
@@ -38,6 +47,11 @@ export interface ThreadPoolOptions {
   spinMicros?: number;
   /** How long to wait for workers to start, ms. Default 30000. */
   startTimeoutMs?: number;
+  /**
+   * Return without waiting for the workers; `await waitStarted()` before the first job. Needed
+   * where workers are Web Workers (NOTE(5)); elsewhere the constructor waits. Default false.
+   */
+  deferStart?: boolean;
 }
 
 const nodeWorkers: typeof import('node:worker_threads') | null =
@@ -51,7 +65,9 @@ export class ThreadPool {
   private readonly workers: WorkerHandle[] = [];
   private readonly fns: readonly KernelFn[];
   private readonly names: readonly string[];
-  private readonly canBlock: boolean;
+  private readonly startTimeoutMs: number;
+  private started: Promise<void> | null = null;
+  private ready = false;
   private disposed = false;
   private broken: Error | null = null;
   private stopped = true;
@@ -75,16 +91,47 @@ export class ThreadPool {
     this.names = names;
     this.ctl = new Int32Array(memory.buffer, controlOffset, CONTROL_BYTES / 4);
     this.ctl.fill(0);
-    this.canBlock = agentCanBlock(this.ctl);
+    this.startTimeoutMs = opts.startTimeoutMs ?? 30000;
     const nWorkers = this.nThreads - 1;
     if (nWorkers > 0 && !(memory.buffer instanceof SharedArrayBuffer)) {
       throw new WorkerDiedError('thread pool memory', 'a shared WebAssembly.Memory (needed by workers)', 'an unshared memory');
+    }
+    if (nWorkers > 0 && !threadCanBlock()) {
+      throw new ConfigError(
+        "thread pool nThreads on a thread that may not block (a browser page's main thread)",
+        '1 here, or the runtime in a dedicated Worker (KernelRuntime.start there)',
+        this.nThreads,
+      );
+    }
+    if (nWorkers > 0 && !nodeWorkers && !opts.deferStart) {
+      throw new ConfigError(
+        'thread pool start with Web Workers (they start only once this thread yields)',
+        'an asynchronous start: KernelRuntime.start(), or deferStart + await waitStarted()',
+        'a blocking start',
+      );
     }
     for (let i = 0; i < nWorkers; i++) {
       const init: WorkerInit = { module, memory, controlOffset, index: i, spinMicros: opts.spinMicros ?? 300 };
       this.workers.push(spawnWorker(init));
     }
-    if (nWorkers > 0) this.waitReady(nWorkers, opts.startTimeoutMs ?? 30000);
+    if (nWorkers === 0) this.ready = true;
+    else if (!opts.deferStart) this.waitReady(nWorkers, this.startTimeoutMs);
+  }
+
+  /**
+   * Resolves once every worker has started (at once for a pool that was not deferred); rejects
+   * with WorkerDiedError, the pool disposed, if one fails to load or the start times out.
+   */
+  waitStarted(): Promise<void> {
+    this.started ??= this.ready ? Promise.resolve() : this.waitReadyAsync(this.workers.length, this.startTimeoutMs);
+    return this.started;
+  }
+
+  /** Workers that are in their job loop now (nThreads - 1 once started; 0 after dispose). */
+  get liveWorkers(): number {
+    let n = 0;
+    for (let i = 0; i < this.workers.length; i++) if (Atomics.load(this.ctl, STATE_BASE + i) === WORKER_RUNNING) n++;
+    return n;
   }
 
   /** Index of an exported kernel by name. */
@@ -101,6 +148,10 @@ export class ThreadPool {
   parallelFor(fn: number, args: number, begin: number, end: number, grain = 1): void {
     this.checkUsable();
     if (end <= begin) return;
+    if (!this.ready) {
+      // A worker that is not in its loop yet would miss this job's generation and hang it.
+      throw new StateError('thread pool job', 'a started pool (await waitStarted() first)', 'a pool whose workers are still starting');
+    }
     const nGrains = Math.ceil((end - begin) / grain);
     const nActive = Math.min(this.nThreads, nGrains);
     if (nActive <= 1 || this.workers.length === 0) {
@@ -174,7 +225,7 @@ export class ThreadPool {
       let running = 0;
       for (let i = 0; i < this.workers.length; i++) if (Atomics.load(this.ctl, STATE_BASE + i) !== WORKER_EXITED) running++;
       if (running === 0) return true;
-      if (!this.canBlock || Date.now() - t0 > timeoutMs) return false;
+      if (Date.now() - t0 > timeoutMs) return false;
       Atomics.wait(this.ctl, PENDING, Atomics.load(this.ctl, PENDING), 5);
     }
   }
@@ -188,13 +239,41 @@ export class ThreadPool {
     const t0 = Date.now();
     for (;;) {
       const ready = Atomics.load(this.ctl, READY);
-      if (ready >= n) return;
-      if (Date.now() - t0 > timeoutMs) {
-        this.dispose();
-        throw new WorkerDiedError('thread pool start', `${n} workers ready within ${timeoutMs} ms`, `${ready} ready`);
+      if (ready >= n) {
+        this.ready = true;
+        return;
       }
-      if (this.canBlock) Atomics.wait(this.ctl, READY, ready, 10);
+      if (Date.now() - t0 > timeoutMs) throw this.startFailed(n, timeoutMs, ready);
+      Atomics.wait(this.ctl, READY, ready, 10);
     }
+  }
+
+  /** waitReady without blocking: the workers' threads (and their error events) need this one's event loop. */
+  private async waitReadyAsync(n: number, timeoutMs: number): Promise<void> {
+    const t0 = Date.now();
+    for (;;) {
+      this.checkUsable();
+      const ready = Atomics.load(this.ctl, READY);
+      if (ready >= n) {
+        this.ready = true;
+        return;
+      }
+      const failed = this.workers.findIndex((w) => w.failure !== null);
+      if (failed >= 0) {
+        this.dispose(0);
+        throw new WorkerDiedError(`worker ${failed} of the thread pool, starting`, 'a worker that loads and starts', this.workers[failed]!.failure);
+      }
+      if (Date.now() - t0 > timeoutMs) throw this.startFailed(n, timeoutMs, ready);
+      // A timer, not Atomics.waitAsync: Node's unref'd workers and a pending waitAsync do not keep
+      // the event loop alive, so the process could end before the workers start.
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+
+  /** Workers that never got ready will not acknowledge a stop either: dispose without waiting. */
+  private startFailed(n: number, timeoutMs: number, ready: number): WorkerDiedError {
+    this.dispose(0);
+    return new WorkerDiedError('thread pool start', `${n} workers ready within ${timeoutMs} ms`, `${ready} ready`);
   }
 
   /** Spin briefly, then sleep in slices; each slice checks that no worker has exited. */
@@ -205,7 +284,7 @@ export class ThreadPool {
       const pending = Atomics.load(ctl, PENDING);
       if (pending <= 0) return;
       this.checkAlive();
-      if (this.canBlock) Atomics.wait(ctl, PENDING, pending, 20);
+      Atomics.wait(ctl, PENDING, pending, 20);
     }
   }
 
@@ -239,25 +318,40 @@ function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
-/** Whether this thread may block in Atomics.wait (false on a browser's main thread). */
-function agentCanBlock(ctl: Int32Array): boolean {
-  try {
-    Atomics.wait(ctl, STOP, 1, 0); // value differs: returns at once where blocking is allowed
-    return true;
-  } catch {
-    return false;
+let canBlock: boolean | undefined;
+/**
+ * Whether this thread may block in Atomics.wait: false on a browser page's main thread (and
+ * where there is no SharedArrayBuffer, so no workers either); true on Node and in Web Workers.
+ */
+export function threadCanBlock(): boolean {
+  if (canBlock === undefined) {
+    try {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0); // value differs: returns at once where allowed
+      canBlock = true;
+    } catch {
+      canBlock = false;
+    }
   }
+  return canBlock;
 }
 
 function spawnWorker(init: WorkerInit): WorkerHandle {
-  const url = new URL('./worker.js', import.meta.url);
   if (nodeWorkers) {
-    const w = new nodeWorkers.Worker(url, { workerData: init });
+    const w = new nodeWorkers.Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+    const handle = { terminate: () => w.terminate(), failure: null as string | null };
     w.unref(); // an idle pool must not keep the process alive
-    w.on('error', () => undefined); // surfaced through the control block (STATE / ERROR)
-    return w;
+    // Surfaced through the control block (STATE / ERROR); kept for a deferred start.
+    w.on('error', (e) => (handle.failure = errorText(e)));
+    return handle;
   }
-  const w = new Worker(url, { type: 'module' });
+  // Written inline so that bundlers (webpack 5, Vite) see the worker entry and emit it.
+  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: `kvcache-pool-${init.index}` });
+  const handle = { terminate: () => w.terminate(), failure: null as string | null };
+  w.addEventListener('error', (ev) => {
+    // A module worker that fails to load reports an empty message: say what failed.
+    handle.failure = ev.message || 'the worker module failed to load (its URL, MIME type or COEP headers)';
+    ev.preventDefault();
+  });
   w.postMessage(init);
-  return w;
+  return handle;
 }

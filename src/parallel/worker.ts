@@ -84,7 +84,7 @@ function onExit(hook: () => void): void {
 interface NodeLike {
   process?: { versions?: { node?: string }; on(ev: string, fn: () => void): void; exit(code: number): never };
 }
-const g = globalThis as unknown as NodeLike & { onmessage?: unknown; close?: () => void; postMessage?: unknown };
+const g = globalThis as unknown as NodeLike & { onmessage?: unknown; close?: () => void };
 if (g.process?.versions?.node) {
   const { workerData, isMainThread } = await import('node:worker_threads');
   if (!isMainThread) {
@@ -95,8 +95,9 @@ if (g.process?.versions?.node) {
     });
     run(workerData as WorkerInit, (code) => proc.exit(code));
   }
-} else if (typeof g.postMessage === 'function') {
-  // Browser: the init record arrives as the first message.
+} else if ('WorkerGlobalScope' in globalThis) {
+  // Browser (a module Web Worker; never a page, whose onmessage this must not take): the init
+  // record arrives as the first message.
   (g as { onmessage: ((ev: { data: WorkerInit }) => void) | null }).onmessage = (ev) => {
     (g as { onmessage: unknown }).onmessage = null;
     run(ev.data, () => {

@@ -3,6 +3,7 @@
  * one argument block and named scratch buffers. Every fast kernel call goes through here.
  *
  *   const rt = KernelRuntime.for(arena);          // cached per arena (and per thread count)
+ *   const rt = await KernelRuntime.start(arena);  // the same, started without blocking (browsers)
  *   const a = rt.args();                          // the argument block, slot by slot
  *   a.ptr(xOffset).ptr(yOffset).i32(n);
  *   rt.parallelFor('matvec_f32', 0, nRows, 16);   // every thread runs its share of [0, nRows)
@@ -14,12 +15,16 @@
  *   token once warm); their offsets are stable until the next grow of the same name.
  * NOTE(3): The control block and the argument block are allocated from the arena like any
  *   other buffer, so the runtime adds nothing to the wasm module's reserved low memory.
+ * NOTE(4): In a browser, Web Workers start only after the creating thread yields, and a page's
+ *   main thread may not block (pool.ts NOTE(5)): there, a runtime with workers comes from
+ *   `await KernelRuntime.start()` inside a dedicated Worker, after which for() / kernelsFor()
+ *   return it; on a page's main thread the default is one thread.
  */
 import { Arena, defaultArena } from '../../core/arena.js';
 import { ConfigError, DisposedError, checkInt } from '../../core/errors.js';
-import { ThreadPool } from '../../parallel/pool.js';
+import { ThreadPool, threadCanBlock } from '../../parallel/pool.js';
 import { CONTROL_BYTES, exportedFunctionNames, exportedFunctions, instantiate } from '../../parallel/protocol.js';
-import { forcedVariant, kernelModule, variantSupported, type KernelVariant } from './load.js';
+import { forcedVariant, kernelModule, preloadKernels, variantSupported, type KernelVariant } from './load.js';
 
 const ARG_SLOTS = 64;
 
@@ -65,7 +70,9 @@ export interface KernelRuntimeOptions {
   variant?: Exclude<KernelVariant, 'ref'>;
 }
 
+/** KVCACHE_THREADS, else the machine's cores; 1 on a thread that may not block (NOTE(4)). */
 export function defaultThreads(): number {
+  if (!threadCanBlock()) return 1;
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
   const forced = env?.KVCACHE_THREADS;
   if (forced !== undefined && forced !== '') return checkInt('KVCACHE_THREADS', Number(forced), 1, 65);
@@ -88,20 +95,50 @@ export class KernelRuntime {
 
   /** The runtime of `arena` (default: the process-wide arena), created once per option set. */
   static for(arena: Arena = defaultArena(), opts: KernelRuntimeOptions = {}): KernelRuntime {
-    const nThreads = opts.nThreads ?? defaultThreads();
-    const variant = opts.variant ?? bestWasmVariant();
-    const key = `${variant}/${nThreads}`;
-    let byKey = KernelRuntime.cache.get(arena);
-    if (!byKey) KernelRuntime.cache.set(arena, (byKey = new Map()));
-    let rt = byKey.get(key);
-    if (!rt || rt.disposed || rt.pool.isDisposed) {
+    const { byKey, key, nThreads, variant } = KernelRuntime.slot(arena, opts);
+    let rt = live(byKey.get(key));
+    if (!rt) {
       rt = new KernelRuntime(arena, { nThreads, variant });
       byKey.set(key, rt);
     }
     return rt;
   }
 
-  constructor(arena: Arena, opts: KernelRuntimeOptions = {}) {
+  /**
+   * for() without blocking: compiles the module asynchronously, starts the workers and resolves
+   * once they run (NOTE(4)); later for() / kernelsFor() calls with the same options return it.
+   * Rejects with WorkerDiedError if a worker fails to load or start.
+   */
+  static async start(arena: Arena = defaultArena(), opts: KernelRuntimeOptions = {}): Promise<KernelRuntime> {
+    const { byKey, key, nThreads, variant } = KernelRuntime.slot(arena, opts);
+    let rt = live(byKey.get(key));
+    if (!rt) {
+      await preloadKernels(variant); // browsers limit synchronous compiles on a page's main thread
+      rt = live(byKey.get(key)); // another start() may have finished meanwhile
+    }
+    if (!rt) {
+      rt = new KernelRuntime(arena, { nThreads, variant }, true);
+      byKey.set(key, rt);
+    }
+    try {
+      await rt.pool.waitStarted();
+    } catch (e) {
+      rt.dispose();
+      throw e;
+    }
+    return rt;
+  }
+
+  private static slot(arena: Arena, opts: KernelRuntimeOptions) {
+    const nThreads = opts.nThreads ?? defaultThreads();
+    const variant = opts.variant ?? bestWasmVariant();
+    let byKey = KernelRuntime.cache.get(arena);
+    if (!byKey) KernelRuntime.cache.set(arena, (byKey = new Map()));
+    return { byKey, key: `${variant}/${nThreads}`, nThreads, variant };
+  }
+
+  /** `deferStart`: return before the workers run (start() awaits them; pool.ts NOTE(5)). */
+  constructor(arena: Arena, opts: KernelRuntimeOptions = {}, deferStart = false) {
     this.arena = arena;
     this.variant = opts.variant ?? bestWasmVariant();
     const module = kernelModule(this.variant);
@@ -113,6 +150,7 @@ export class KernelRuntime {
     try {
       this.pool = new ThreadPool(module, arena.memory, this.controlOffset, exportedFunctions(instance), names, {
         nThreads: opts.nThreads ?? defaultThreads(),
+        deferStart,
       });
     } catch (e) {
       arena.free(this.controlOffset);
@@ -171,6 +209,10 @@ export class KernelRuntime {
     return off;
   }
 
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
@@ -198,5 +240,14 @@ export function bestWasmVariant(): Exclude<KernelVariant, 'ref'> {
   if (forced && forced !== 'ref') return forced;
   if (variantSupported('relaxed')) return 'relaxed';
   if (variantSupported('simd')) return 'simd';
-  throw new ConfigError('kernel runtime', 'an engine with WebAssembly SIMD and SharedArrayBuffer', 'neither available');
+  throw new ConfigError(
+    'kernel runtime',
+    'an engine with WebAssembly SIMD and SharedArrayBuffer (in a browser: a cross-origin isolated page, served with COOP same-origin and COEP require-corp)',
+    'one of them missing',
+  );
+}
+
+/** `rt` unless it is missing or disposed. */
+function live(rt: KernelRuntime | undefined): KernelRuntime | undefined {
+  return rt && !rt.isDisposed && !rt.pool.isDisposed ? rt : undefined;
 }
