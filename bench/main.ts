@@ -2,7 +2,8 @@
 /**
  * Benchmark programs (never timed unit tests).
  * `npm run bench -- [suite...] [--ctx 1024,8192] [--threads 2] [--out DIR] [--json]`; suites cache,
- * kernels (`--only many` etc.: some of its parts, bench/kernels.ts), e2e (see bench/e2e.ts for its
+ * kernels (`--only many` etc.: some of its parts, bench/kernels.ts; `--rounds 5`: interleaved
+ * kernel / probe rounds per matvec and decode attention row), e2e (see bench/e2e.ts for its
  * options, --llama-cpp among them), paged (bench/paged.ts: batched generation on the paged cache vs
  * one prompt after another; uses the e2e model options), prefix-ttft (bench/prefix-ttft.ts),
  * batch-decode (bench/batch-decode.ts: B sequences vs their roofline), kv-memory
@@ -31,6 +32,8 @@ export interface SuiteOptions {
   log: (s: string) => void;
   /** kernels suite only: the parts to run (bench/kernels.ts KERNEL_PARTS); null = all. */
   only: string[] | null;
+  /** kernels suite only: interleaved kernel / probe rounds per matvec and decode attention row. */
+  rounds: number;
   /** e2e suite only. */
   e2e: Omit<E2ESuiteOptions, 'ctxs' | 'threads' | 'log'>;
 }
@@ -46,7 +49,7 @@ const SUITES: Record<string, Suite> = {
     tables: cacheTables,
   },
   kernels: {
-    run: (o) => benchKernels({ ...o, ctxs: o.ctxs ?? [1024, 8192, 32768] }),
+    run: (o) => benchKernels({ ...o, ctxs: o.ctxs ?? [1024, 8192, 32768], rounds: o.rounds }),
     tables: kernelTables,
   },
   e2e: {
@@ -88,6 +91,7 @@ const program = new Command()
   .option('--ctx <list>', 'context lengths (default per suite)')
   .option('--threads <n>', 'threads for the kernels suite', String(Math.min(2, cpus().length)))
   .option('--only <parts>', 'kernels: run only these parts (probes, linear, attention, many)')
+  .option('--rounds <n>', 'kernels: interleaved kernel / probe rounds per matvec and decode attention row', '5')
   .option('--out <dir>', 'where JSON results go', 'bench-results')
   .option('--json', 'print the JSON instead of tables')
   .option('--preset <name>', 'e2e: model preset (made into .kvcache/bench-NAME when missing)')
@@ -98,12 +102,14 @@ const program = new Command()
   .option('--speedup-tokens <n>', 'e2e: tokens generated with and without the cache (0 = skip)', '512')
   .option('--llama-cpp', 'e2e: the same prompts through llama.cpp (node-llama-cpp) side by side')
   .action(async (suites: string[], opts: {
-    ctx?: string; threads: string; only?: string; out: string; json?: boolean; preset?: string; model?: string; kv: string; weights: string;
+    ctx?: string; threads: string; only?: string; rounds: string; out: string; json?: boolean; preset?: string; model?: string; kv: string; weights: string;
     decodeTokens: string; speedupTokens: string; llamaCpp?: boolean;
   }) => {
     for (const s of suites) if (!(s in SUITES)) throw new Error(`unknown suite "${s}": expected one of ${Object.keys(SUITES).join(', ')}`);
     const threads = Number(opts.threads);
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads expects a positive integer, given "${opts.threads}"`);
+    const rounds = Number(opts.rounds);
+    if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds expects a positive integer, given "${opts.rounds}"`);
     const log = (s: string) => (opts.json ? undefined : process.stderr.write(s + '\n'));
     const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, node: process.version };
     log(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}`);
@@ -114,7 +120,7 @@ const program = new Command()
     mkdirSync(opts.out, { recursive: true });
     for (const name of suites) {
       const suite = SUITES[name]!;
-      const result = { suite: name, date: new Date().toISOString(), machine, ...(await suite.run({ ctxs: parseCtx(opts.ctx), threads, log, e2e, only: opts.only === undefined ? null : opts.only.split(',') })) };
+      const result = { suite: name, date: new Date().toISOString(), machine, ...(await suite.run({ ctxs: parseCtx(opts.ctx), threads, rounds, log, e2e, only: opts.only === undefined ? null : opts.only.split(',') })) };
       const file = join(opts.out, `${name}.json`);
       writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
       if (opts.json) process.stdout.write(JSON.stringify(result) + '\n');

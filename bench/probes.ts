@@ -40,19 +40,28 @@ export function runProbes(minSeconds = 0.5): Probes {
 export { timeIt };
 
 /**
- * Median seconds per call of `fn` over at least `minSeconds` (and 5 calls), after `warmup`
- * untimed calls: the first calls of a WASM function run in the baseline tier, and a mean would
- * let one slow outlier (a page fault, the other core busy) move the figure.
+ * Seconds of each call of `fn` over at least `minSeconds` (and `minCalls` calls), after `warmup`
+ * untimed calls: the first calls of a WASM function run in the baseline tier, and after a
+ * probe has swept the caches the first call finds its data cold.
  */
-export function medianTime(fn: () => void, minSeconds: number, warmup = 3): number {
+export function timeSamples(fn: () => void, minSeconds: number, warmup = 3, minCalls = 5): number[] {
   for (let i = 0; i < warmup; i++) fn();
   const times: number[] = [];
   const t0 = performance.now();
-  while (times.length < 5 || performance.now() - t0 < minSeconds * 1000) {
+  while (times.length < minCalls || performance.now() - t0 < minSeconds * 1000) {
     const a = performance.now();
     fn();
-    times.push(performance.now() - a);
+    times.push((performance.now() - a) / 1000);
   }
-  times.sort((x, y) => x - y);
-  return times[times.length >> 1]! / 1000;
+  return times;
+}
+
+/**
+ * Median seconds per call of `fn` over at least `minSeconds` (and 5 calls), after `warmup`
+ * untimed calls (timeSamples): a mean would let one slow outlier (a page fault, the other core
+ * busy) move the figure.
+ */
+export function medianTime(fn: () => void, minSeconds: number, warmup = 3): number {
+  const times = timeSamples(fn, minSeconds, warmup).sort((x, y) => x - y);
+  return times[times.length >> 1]!;
 }
