@@ -40,7 +40,7 @@ export interface E2ESuiteResult extends E2EReport {
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/llama-cpp.mjs', import.meta.url));
 
-export function llamaCppRows(gguf: string, kvs: readonly DType[], ctxs: readonly number[], o: Pick<E2ESuiteOptions, 'decodeTokens' | 'threads' | 'log'>): LlamaRow[] {
+function llamaCppRows(gguf: string, kvs: readonly DType[], ctxs: readonly number[], o: Pick<E2ESuiteOptions, 'decodeTokens' | 'threads' | 'log'>): LlamaRow[] {
   const rows: LlamaRow[] = [];
   for (const kv of kvs) {
     o.log(`  llama.cpp: kv ${kv}, contexts ${ctxs.join(',')} ...`);

@@ -1,39 +1,11 @@
-export * from './core/errors.js';
-export * from './core/half.js';
-export * from './core/quant.js';
-export * from './core/dtype.js';
-export * from './core/arena.js';
-export * from './kv/types.js';
-export * from './kv/dense-cache.js';
-export * from './kv/static-cache.js';
-export * from './kv/dynamic-cache.js';
-export * from './kv/sub-cache.js';
-export * from './kernels/types.js';
-export * from './kernels/ref/attention.js';
-export * from './kernels/ref/merge.js';
-export * from './kernels/tolerances.js';
-export * from './core/rng.js';
-export * from './core/tensor.js';
+// Everything that loads without Node built-ins (the browser entry), then the Node-only parts.
+export * from './browser.js';
 export * from './compat/boostr.js';
 export * from './compat/mllm.js';
 export * from './compat/hf.js';
-export * from './core/crc32.js';
-export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, encodeSnapshot, decodeSnapshot, hasSnapshotMagic, type SnapshotSectionInput, type SnapshotSectionEntry, type DecodedSnapshot } from './io/snapshot.js';
 export { writeFileAtomic, writeSnapshotFile, readSnapshotFile } from './io/snapshot-file.js';
 export { inspectFile } from './io/inspect.js';
 export { DENSE_CACHE_SNAPSHOT_KIND, encodeCache, decodeCache, saveCache, loadCache, type DenseCacheSnapshotMeta, type LoadCacheOptions } from './kv/cache-snapshot.js';
-// Fast kernels, thread pool and the kernel switch.
-export { KernelRuntime, ArgWriter, defaultThreads, bestWasmVariant, type KernelRuntimeOptions } from './kernels/wasm/runtime.js';
-export { bestVariant, forcedVariant, variantSupported, preloadKernels, type KernelVariant } from './kernels/wasm/load.js';
-export { wasmAttention, wasmAttentionAt, wasmAttentionBatch } from './kernels/wasm/attention.js';
-export { matvecAt, matmulAt, wasmMatvec, wasmMatmul, uploadWeights } from './kernels/wasm/linear.js';
-export { matvec as refMatvec, matmul as refMatmul } from './kernels/ref/linear.js';
-export { rmsnorm as refRmsnorm } from './kernels/ref/norm.js';
-export { rope as refRope, ropeInvFreq, type RopeMode, type RopeOptions } from './kernels/ref/rope.js';
-export { kernelsFor, refKernels, wasmKernels } from './kernels/registry.js';
-export type { KernelSet, RopePairing } from './kernels/kernel-set.js';
-export { ThreadPool, threadCanBlock, type ThreadPoolOptions } from './parallel/pool.js';
-export { CPUInfer, type CPUInferTask, type KernelTask } from './compat/cpuinfer.js';
 // Files, models and generation.
 export { writeGgufFile, readGgufHeader, readGgufTensor, ggufMeta, gguf, GgufValueType, type GgufFile, type GgufTensorInfo, type GgufTensorInput, type GgufValue } from './io/gguf.js';
 export { SafetensorsFile, writeSafetensors, writeSafetensorsStreaming } from './io/safetensors.js';

@@ -197,6 +197,12 @@ function makeBatch(rng: Rng, nHeads: number, specs: readonly CallSpec[]): Batch 
   };
 }
 
+/** Bytes of the out [sum nQuery, 14, 64] and lse [sum nQuery, 14] of a batch of specs (the tests' 14 heads of 64). */
+function outBytes(specs: readonly CallSpec[]): { nq: number; nl: number } {
+  const tokens = specs.reduce((a, s) => a + s.nQuery, 0);
+  return { nq: tokens * 14 * 64 * 4, nl: tokens * 14 * 4 };
+}
+
 function f32Slice(off: number, nBytes: number): Float32Array {
   return arena.f32.slice(off >> 2, (off + nBytes) >> 2);
 }
@@ -321,8 +327,7 @@ describe('wasm attention, many calls in one dispatch: bit-identical to one by on
     const specs = varlenSpecs(rng, 8, 2, 64, ALL);
     const b = makeBatch(rng, 14, specs);
     try {
-      const nq = specs.reduce((a, s) => a + s.nQuery * 14 * 64 * 4, 0);
-      const nl = specs.reduce((a, s) => a + s.nQuery * 14 * 4, 0);
+      const { nq, nl } = outBytes(specs);
       wasmAttentionManyAt(rt2, b.calls(), 14);
       const want = f32Slice(b.out, nq);
       const wantLse = f32Slice(b.lse, nl);
@@ -343,8 +348,7 @@ describe('wasm attention, many calls in one dispatch: bit-identical to one by on
     const rng = mulberry32(5600);
     const specs = varlenSpecs(rng, 9, 2, 64, ALL);
     const b = makeBatch(rng, 14, specs);
-    const nq = specs.reduce((a, s) => a + s.nQuery * 14 * 64 * 4, 0);
-    const nl = specs.reduce((a, s) => a + s.nQuery * 14 * 4, 0);
+    const { nq, nl } = outBytes(specs);
     const out2 = arena.alloc(nq);
     const lse2 = arena.alloc(nl);
     try {
@@ -386,8 +390,7 @@ describe('KernelSet.attentionMany: the WASM set and its reference twin', () => {
     const rng = mulberry32(5800);
     const specs = varlenSpecs(rng, 8, 2, 64, ALL);
     const b = makeBatch(rng, 14, specs);
-    const nq = specs.reduce((a, s) => a + s.nQuery * 14 * 64 * 4, 0);
-    const nl = specs.reduce((a, s) => a + s.nQuery * 14 * 4, 0);
+    const { nq, nl } = outBytes(specs);
     const out2 = arena.alloc(nq);
     const lse2 = arena.alloc(nl);
     try {

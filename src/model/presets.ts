@@ -75,6 +75,19 @@ const TINY_SHAPE = {
 
 const LLAMA3_ROPE = { rope_type: 'llama3', factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
 
+/** Qwen2.5-0.5B's shapes: a preset of its own, and the base of the long-context one. */
+const QWEN25_05B: ModelPreset = {
+  name: 'qwen2.5-0.5b',
+  description: 'the shapes of Qwen2.5-0.5B: 24 layers, hidden 896, 14/2 heads of 64, intermediate 4864, tied, rope_theta 1e6, Qwen tokenizer (~1 GB bf16)',
+  config: {
+    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_act: 'silu', hidden_size: 896, intermediate_size: 4864,
+    num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, rms_norm_eps: 1e-6, ...qwenIds(),
+    max_position_embeddings: 32768, rope_theta: 1000000.0, sliding_window: 32768, use_sliding_window: false, max_window_layers: 21, tie_word_embeddings: true,
+  },
+  tokenizer: 'qwen',
+  generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],
+};
+
 const PRESET_LIST: readonly ModelPreset[] = [
   {
     name: 'tiny',
@@ -127,27 +140,12 @@ const PRESET_LIST: readonly ModelPreset[] = [
     tokenizer: 'qwen',
     generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],
   },
+  QWEN25_05B,
   {
-    name: 'qwen2.5-0.5b',
-    description: 'the shapes of Qwen2.5-0.5B: 24 layers, hidden 896, 14/2 heads of 64, intermediate 4864, tied, rope_theta 1e6, Qwen tokenizer (~1 GB bf16)',
-    config: {
-      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_act: 'silu', hidden_size: 896, intermediate_size: 4864,
-      num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, rms_norm_eps: 1e-6, ...qwenIds(),
-      max_position_embeddings: 32768, rope_theta: 1000000.0, sliding_window: 32768, use_sliding_window: false, max_window_layers: 21, tie_word_embeddings: true,
-    },
-    tokenizer: 'qwen',
-    generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],
-  },
-  {
+    ...QWEN25_05B,
     name: 'qwen2.5-0.5b-long',
     description: 'the attention shapes of Qwen2.5-0.5B (14/2 heads of 64, hidden 896, intermediate 4864, rope_theta 1e6) in 8 layers, 64k positions: long-context benchmarks (a 32k prefill in ~10 minutes on 2 cores, not an hour)',
-    config: {
-      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_act: 'silu', hidden_size: 896, intermediate_size: 4864,
-      num_hidden_layers: 8, num_attention_heads: 14, num_key_value_heads: 2, rms_norm_eps: 1e-6, ...qwenIds(),
-      max_position_embeddings: 65536, rope_theta: 1000000.0, sliding_window: 65536, use_sliding_window: false, max_window_layers: 8, tie_word_embeddings: true,
-    },
-    tokenizer: 'qwen',
-    generationEosTokenIds: [TOKENIZER_IDS.qwen.chatEos, TOKENIZER_IDS.qwen.bos],
+    config: { ...QWEN25_05B.config, num_hidden_layers: 8, max_position_embeddings: 65536, sliding_window: 65536, max_window_layers: 8 },
   },
   {
     name: 'llama-3.2-1b',
