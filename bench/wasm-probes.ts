@@ -54,7 +54,7 @@ export class LimitProbes {
     const items = 8 * this.rt.nThreads;
     this.rt.args().ptr(this.out).i32(FLOP_ITERS);
     this.rt.parallelFor('probe_flops', 0, items);
-    return items * FLOP_ITERS * 8 * 4 * 2; // 8 chains of f32x4 multiply-adds, 2 FLOP each
+    return items * FLOP_ITERS * 12 * 4 * 2; // 12 chains of f32x4 multiply-adds, 2 FLOP each
   }
 
   /** SIMD read bandwidth over READ_BYTES, GB/s: mean over `seconds` (median of the passes when `median`). */
