@@ -19,7 +19,7 @@ import { sum4x4, sum4x4i } from './attention-math';
 import { fma4 } from './simd';
 
 /** Keys per block: S rows, decoded K/V rows and the row address tables are sized by it (JS: BLOCK_KEYS). */
-export const BLOCK_KEYS: i32 = 32;
+export const BLOCK_KEYS: i32 = 64;
 
 const NEG_INF: f32 = -Infinity;
 

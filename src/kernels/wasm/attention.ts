@@ -41,7 +41,7 @@ import type { KernelRuntime } from './runtime.js';
 /** Dtype codes of assembly/attention-rows.ts (DT_*). */
 const DTYPE_CODE: Readonly<Record<DType, number>> = { f32: 0, f16: 1, bf16: 2, q8_0: 3, q4_0: 4 };
 /** Keys per block in the kernels (assembly/attention-score.ts BLOCK_KEYS). */
-const BLOCK_KEYS = 32;
+const BLOCK_KEYS = 64;
 /** Query rows (tokens x group heads) per tile: K/V rows are decoded once per tile. */
 const MAX_TILE_ROWS = 64;
 /** Smallest key chunk worth a work item of its own. */
