@@ -26,6 +26,7 @@
 // NOTE(3): d_x stays f32 (ggml stores it as f16 in block_q8_0): the int8 values are ggml's,
 //   the scale is just more precise, which only lowers the error against the f32 reference.
 import { argI32, argU32, fma4, hsum4 } from './simd';
+import { touchStart, touchUpTo } from './touch-ahead';
 
 const Q8 = 0;
 const Q4 = 1;
@@ -302,8 +303,12 @@ export function linear_quantize_x(args: usize, begin: i32, end: i32): void {
   const nBlocks = argI32(args, 4) / QK;
   const rowBytes = <usize>nBlocks * blockBytes(kind);
   // One row at a time: streaming two rows side by side measured ~20% slower from DRAM here.
+  const limit = w + <usize>end * rowBytes;
+  let next = touchStart(w + <usize>begin * rowBytes);
   for (let o = begin; o < end; o++) {
-    store<f32>(y + (<usize>o << 2), dotRow(kind, w + <usize>o * rowBytes, xq, xs, nBlocks));
+    const row = w + <usize>o * rowBytes;
+    next = touchUpTo(next, row + rowBytes, limit);
+    store<f32>(y + (<usize>o << 2), dotRow(kind, row, xq, xs, nBlocks));
   }
 }
 

@@ -5,7 +5,7 @@
  * short decode rounds of its own engine and of the peer, so both are timed in the same minutes of
  * a noisy machine instead of one after the other.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -23,10 +23,19 @@ export class LlamaCppPeer {
   private readonly pending: ((r: Reply) => void)[] = [];
   private exited: string | null = null;
 
-  private constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>) {
-    createInterface({ input: child.stdout }).on('line', (line) => {
+  private constructor(private readonly child: ChildProcess & { stdin: Writable }) {
+    // Replies come on fd 3, not stdout: llama.cpp's native code may print to stdout (stdout is
+    // inherited, so such output lands in the bench's log instead of among the replies).
+    createInterface({ input: child.stdio[3] as Readable }).on('line', (line) => {
       const next = this.pending.shift();
-      if (next) next(JSON.parse(line) as Reply);
+      if (!next) return;
+      let reply: Reply;
+      try {
+        reply = JSON.parse(line) as Reply;
+      } catch {
+        reply = { error: `expected one JSON reply per line, got ${JSON.stringify(line.slice(0, 200))}` };
+      }
+      next(reply);
     });
     child.on('exit', (code, signal) => {
       this.exited = `llama.cpp peer exited (code ${code}, signal ${signal})`;
@@ -36,10 +45,9 @@ export class LlamaCppPeer {
 
   /** Start the peer on a GGUF file (threads and KV dtype as the engine it is compared with). */
   static start(gguf: string, o: { threads: number; kv: DType }): LlamaCppPeer {
-    const child = spawn(process.execPath, [SCRIPT, 'serve', '--model', gguf, '--threads', String(o.threads), '--kv', o.kv], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    return new LlamaCppPeer(child);
+    const args = [SCRIPT, 'serve', '--model', gguf, '--threads', String(o.threads), '--kv', o.kv, '--reply-fd', '3'];
+    const child = spawn(process.execPath, args, { stdio: ['pipe', 'inherit', 'inherit', 'pipe'] });
+    return new LlamaCppPeer(child as ChildProcess & { stdin: Writable });
   }
 
   /** Prefill the bench prompt of `ctx` tokens (room for `gen` more); returns the prefill time, ms. */
@@ -56,9 +64,14 @@ export class LlamaCppPeer {
     await this.ask({ op: 'close' });
   }
 
-  /** End the child (stdin closed: it frees its model and exits). */
+  /**
+   * End the child: stdin closed, so an idle peer frees its model and exits; one still busy with a
+   * request (the bench failed meanwhile) is killed rather than left prefilling for minutes.
+   */
   dispose(): void {
-    if (this.exited === null) this.child.stdin.end();
+    if (this.exited !== null) return;
+    this.child.stdin.end();
+    if (this.pending.length > 0) this.child.kill();
   }
 
   private ask(cmd: object): Promise<Reply> {

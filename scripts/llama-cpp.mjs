@@ -8,16 +8,18 @@
 //     -> one JSON line: {"tokens":[...],"promptTokens":N,"prefillMs":x,"decodeTokensPerS":y,"llamaCpp":"version"}
 //   node scripts/llama-cpp.mjs bench --model M.gguf --ctx 16,2048 --gen 32 [--threads 2] [--kv f16] [--fa on|off]
 //     -> one JSON line per context: {"ctx":c,"prefillTokensPerS":x,"decodeTokensPerS":y}
-//   node scripts/llama-cpp.mjs serve --model M.gguf [--threads 2] [--kv f16] [--fa on|off]
+//   node scripts/llama-cpp.mjs serve --model M.gguf [--threads 2] [--kv f16] [--fa on|off] [--reply-fd 3]
 //     -> reads one JSON command per stdin line, answers one JSON line each (interleaved benchmarks:
 //        the caller times llama.cpp and its own engine in alternating rounds, so a noisy machine
 //        slows both alike):
 //        {"op":"open","ctx":c}   prefill the bench prompt of c tokens -> {"prefillMs":x}
 //        {"op":"decode","n":k}   k more greedy tokens               -> {"ms":x,"n":k}
 //        {"op":"close"}          free the context                    -> {}
-//        errors answer {"error":"..."}; end of stdin exits.
+//        errors answer {"error":"..."}; end of stdin exits. Answers go to stdout, or to the file
+//        descriptor --reply-fd names: llama.cpp's native code may print to stdout (a bare newline
+//        once cost a 32k benchmark its result), and a separate pipe keeps that out of the replies.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -185,6 +187,7 @@ async function serve(opts) {
       return {};
     },
   };
+  const replyFd = opts['reply-fd'] === undefined ? 1 : Number(opts['reply-fd']);
   const { createInterface } = await import('node:readline');
   for await (const line of createInterface({ input: process.stdin })) {
     if (line.trim() === '') continue;
@@ -197,7 +200,7 @@ async function serve(opts) {
     } catch (e) {
       reply = { error: String(e?.message ?? e) };
     }
-    process.stdout.write(JSON.stringify(reply) + '\n');
+    writeSync(replyFd, JSON.stringify(reply) + '\n');
   }
   await close();
   await model.dispose();
