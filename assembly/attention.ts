@@ -29,6 +29,7 @@ import { BLOCK_KEYS, scoreBlockF32, scoreBlockInt } from './attention-score';
 import { pmaxLanes } from './attention-math';
 import { DT_F16, F16_REBIAS, decodeBlockF32, decodeBlockI16, rowBytes } from './attention-rows';
 import { argF32, argI32, argU32 } from './simd';
+import { touchLines } from './touch-ahead';
 
 const NEG_INF: f32 = -Infinity;
 const LN2: f64 = 0.6931471805599453;
@@ -322,6 +323,8 @@ function gatherAndRun(slot: usize, nRows: i32, g: i32, kBeg: i32, kEnd: i32, uLo
   const kr = slot + oKr;
   const vr = slot + oVr;
   const pos = slot + oPos;
+  const kRowBytes = rowBytes(kDtype, headDim);
+  const vRowBytes = rowBytes(vDtype, headDim);
   let nb = 0;
   for (let s = lo; s < nSegments; s++) {
     const seg = segPtr + <usize>s * 20;
@@ -334,6 +337,13 @@ function gatherAndRun(slot: usize, nRows: i32, g: i32, kBeg: i32, kEnd: i32, uLo
     let kp = <usize>load<u32>(seg) + <usize>g * kHeadStride + <usize>t0 * kTokenStride;
     let vp = <usize>load<u32>(seg, 4) + <usize>g * vHeadStride + <usize>t0 * vTokenStride;
     for (let t = t0; t < t1; t++, kp += kTokenStride, vp += vTokenStride) {
+      // The row's K and V lines are touched as the block is gathered, so the block's misses are
+      // in flight together before the decode passes read them (touch-ahead.ts: from DRAM a
+      // decode pass alone keeps only its reorder window's lines in flight).
+      if (kJoint) touchLines(kp, <usize>kvPerItem * kRowBytes);
+      else for (let e = 0; e < kvPerItem; e++) touchLines(kp + <usize>e * kHeadStride, kRowBytes);
+      if (vJoint) touchLines(vp, <usize>kvPerItem * vRowBytes);
+      else for (let e = 0; e < kvPerItem; e++) touchLines(vp + <usize>e * vHeadStride, vRowBytes);
       store<u32>(kr + (<usize>nb << 2), <u32>kp);
       store<u32>(vr + (<usize>nb << 2), <u32>vp);
       store<i32>(pos + (<usize>nb << 2), pos0 + t);

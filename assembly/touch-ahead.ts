@@ -43,3 +43,13 @@ let touchSink: u32 = 0;
   }
   return next;
 }
+
+/**
+ * Touch the lines of [p, p + bytes) (bytes >= 1): one byte per 64, and the last byte, whose line
+ * the stride can miss when p is not line-aligned.
+ */
+@inline export function touchLines(p: usize, bytes: usize): void {
+  let s: u32 = load<u8>(p + bytes - 1);
+  for (let o: usize = 0; o < bytes; o += 64) s |= load<u8>(p + o);
+  touchSink |= s;
+}
