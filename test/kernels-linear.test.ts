@@ -245,6 +245,34 @@ test('wasm: no arena allocation per call once warm', () => {
   }
 });
 
+test('wasm: touch-ahead stays inside the weights (a matrix ending at the last byte of memory)', () => {
+  // The matvecs load bytes ahead of the row they compute (assembly/touch-ahead.ts); clamped to
+  // the end of the thread's rows, a matrix at the very end of memory reads as one anywhere else,
+  // where an unclamped touch would trap (out-of-bounds memory access) in the last thread.
+  const rng = mulberry32(12);
+  const [nOut, nIn] = [64, 896]; // 64 rows: whole 64-byte units for every dtype; several 4 KiB bursts
+  for (const dtype of DTYPES) {
+    const w = weights(rng, dtype, nOut, nIn);
+    const small = new Arena({ initialBytes: 4 << 20, maximumBytes: 4 << 20 });
+    const rt = KernelRuntime.for(small, { nThreads: 2 });
+    try {
+      const xOff = uploadWeights(small, new Uint8Array(normalArray(rng, nIn).buffer));
+      const yOff = small.alloc(nOut * 4);
+      matvecAt(rt, uploadWeights(small, w), dtype, nOut, nIn, xOff, yOff); // also sizes the runtime's scratch
+      const expected = small.f32.slice(yOff / 4, yOff / 4 + nOut);
+      small.alloc(small.freeBytes - w.byteLength); // padding: the next allocation ends at the arena's end
+      const atEnd = uploadWeights(small, w);
+      assert.equal(atEnd + w.byteLength, small.mappedBytes, `${dtype}: weights placed at the end of memory`);
+      small.f32.fill(0, yOff / 4, yOff / 4 + nOut);
+      matvecAt(rt, atEnd, dtype, nOut, nIn, xOff, yOff);
+      assert.deepEqual(small.f32.slice(yOff / 4, yOff / 4 + nOut), expected, dtype);
+    } finally {
+      rt.dispose();
+      small.dispose();
+    }
+  }
+});
+
 test('errors: ref validation is typed', () => {
   const w = encodeArray('q8_0', new Float32Array(64));
   const x = new Float32Array(32);
