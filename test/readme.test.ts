@@ -8,6 +8,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
 
+/** Far above an example's run time (a few seconds at most). */
+const EXAMPLE_TIMEOUT_MS = 120_000;
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 test('README usage examples run and print what their comments say', () => {
@@ -25,7 +28,10 @@ test('README usage examples run and print what their comments say', () => {
         .replace(/\/tmp\/kvcache-kt\.dump/g, join(dir, 'kt.dump'));
       const file = join(dir, `example${i}.mjs`);
       writeFileSync(file, code);
-      const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
+      // A bounded run: an example that never exits fails here (with what it printed) instead of
+      // hanging the suite (seen once in CI: block 3 printed everything, then did not exit).
+      const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: EXAMPLE_TIMEOUT_MS });
+      assert.ok(r.error === undefined, `block ${i}: did not finish within ${EXAMPLE_TIMEOUT_MS} ms (${r.error?.message}); stdout: ${JSON.stringify(r.stdout)}`);
       assert.equal(r.status, 0, `block ${i}: ${r.stderr}`);
       const expected = [...code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)].map((x) => x[1]!.trim());
       assert.ok(expected.length >= 3, `block ${i} checks at least 3 outputs`);
