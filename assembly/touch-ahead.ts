@@ -4,13 +4,13 @@
 // instructions per 64-byte line (a q8_0 block is ~20 SIMD ops; f16 / bf16 widen every lane)
 // only has the lines that fit in the core's reorder window in flight: on an Intel Xeon VM
 // (2026-12) the q8_0 lm_head matvec read 4.8 GB/s from DRAM on one thread where an f32 one read
-// 9.5 and the read probe 10, and the qwen2.5-0.5b decode ran 14 tok/s where llama.cpp ran 36.
+// 9.5 and the read probe 10, and the qwen2.5-0.5b decode ran 14-15 tok/s where llama.cpp ran 36.
 // Plain loads of one byte per line, issued in a burst of TOUCH_BURST bytes TOUCH_AHEAD bytes
 // ahead of the rows being computed, put a whole burst of misses in flight at once; the kernel
 // then finds the lines in cache. Measured there: 4.8 -> 7.6 GB/s (1 thread), 8.9 -> 15 GB/s
 // (2 threads), decode 14 -> 22.5 tok/s. Touching every other line, or one line per block
 // spread through the loop (no burst), gained little: the misses must be issued together.
-// The cost: ~25% on matrices already in the L3 (the burst's loads stall retirement briefly),
+// The cost: ~20-25% on matrices already in the L3 (the burst's loads stall retirement briefly),
 // which a model's decode never sees (its weights cycle through DRAM once per token).
 
 /** Bytes touched per burst (64 lines). */
